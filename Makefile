@@ -1,0 +1,39 @@
+# elastic-pool: every target bootstraps what it needs (virtualenv, packages, servers).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install demo test test-fast lint bench bench-reaction bench-drain bench-overhead clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check pool sensors policies spark tests bench examples
+	$(BIN)/mypy
+
+bench: bench-reaction bench-drain bench-overhead
+	$(BIN)/python bench/report.py
+
+bench-reaction bench-drain bench-overhead: bench-%: $(STAMP)
+	$(BIN)/python bench/$*.py
+	$(BIN)/python bench/report.py
+
+clean:
+	rm -rf $(VENV) .state build *.egg-info

@@ -1,0 +1,193 @@
+"""The `local` site: a libcloud NodeDriver whose nodes are process groups on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeLocation, NodeSize
+from libcloud.compute.types import NodeState
+
+PROVIDER = "elastic_local"
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process start time in clock ticks (field 22 of /proc/PID/stat), to detect pid reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    if fields[0] == "Z":  # zombie: as good as gone
+        return None
+    return int(fields[19])
+
+
+class LocalNodeDriver(NodeDriver):
+    """Each node runs its contextualization (user-data) with bash as a new process group.
+
+    ``create_node`` is idempotent under ``ex_client_token``; ``destroy_node`` sends SIGTERM to the
+    group leader (the agent, which warm-shuts its workload down) and SIGKILL to the whole group
+    after ``ex_grace`` seconds; ``ex_preempt`` kills the group at once, like a spot loss.
+    """
+
+    type = PROVIDER
+    name = "elastic-pool local processes"
+    website = "https://github.com/elastic-pool/elastic-pool"
+    features: dict[str, list[str]] = {"create_node": []}
+
+    def __init__(self, key: str = "local", secret: str | None = None, *, ex_state_dir: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(key=key, secret=secret)
+        if ex_state_dir is None:
+            from pool.redisserver import state_dir
+
+            ex_state_dir = str(state_dir() / "sites" / "local")
+        self.root = Path(ex_state_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    # -- catalogue ------------------------------------------------------------------------
+    def list_sizes(self, location: NodeLocation | None = None) -> list[NodeSize]:
+        return [NodeSize("process", "one process group", ram=0, disk=0, bandwidth=0, price=0.0, driver=self)]
+
+    def list_images(self, location: NodeLocation | None = None, ex_owner: str | None = None) -> list[NodeImage]:
+        return [NodeImage("bash", "bash user-data", driver=self)]
+
+    def list_locations(self) -> list[NodeLocation]:
+        return [NodeLocation("localhost", "this machine", "local", driver=self)]
+
+    # -- records --------------------------------------------------------------------------
+    def _dir(self, node_id: str) -> Path:
+        return self.root / node_id
+
+    def _load(self, node_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self._dir(node_id) / "node.json").read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return None
+
+    def _alive(self, rec: dict[str, Any]) -> bool:
+        child = self._children.get(rec["id"])
+        if child is not None and child.poll() is not None:
+            self._children.pop(rec["id"], None)
+        pid = int(rec["pid"])
+        if _start_ticks(pid) == rec.get("start_ticks"):
+            return True
+        try:  # leader gone: is anything of its group left?
+            os.killpg(pid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    def _node(self, rec: dict[str, Any]) -> Node:
+        alive = self._alive(rec)
+        return Node(
+            id=rec["id"],
+            name=rec["name"],
+            state=NodeState.RUNNING if alive else NodeState.TERMINATED,
+            public_ips=[],
+            private_ips=["127.0.0.1"],
+            driver=self,
+            extra={"pid": rec["pid"], "tags": rec.get("tags", {}), "client_token": rec.get("token"),
+                   "created": rec.get("created"), "console": str(self._dir(rec["id"]) / "console.log")},
+        )
+
+    # -- node API -------------------------------------------------------------------------
+    def create_node(self, name: str, size: NodeSize | None = None, image: NodeImage | None = None,
+                    location: NodeLocation | None = None, ex_userdata: str = "",
+                    ex_client_token: str | None = None, ex_tags: dict[str, str] | None = None,
+                    ex_env: dict[str, str] | None = None, **kwargs: Any) -> Node:
+        with self._lock:
+            if ex_client_token:
+                for rec in self._records():
+                    if rec.get("token") == ex_client_token:
+                        return self._node(rec)  # a retry of the same launch: same machine
+            node_id = name
+            directory = self._dir(node_id)
+            if (directory / "node.json").exists():
+                raise ValueError(f"local node {node_id!r} exists already")
+            directory.mkdir(parents=True, exist_ok=True)
+            script = directory / "user-data"
+            script.write_text(ex_userdata)
+            env = dict(os.environ)
+            env.update(ex_env or {})
+            with open(directory / "console.log", "ab") as console:
+                proc = subprocess.Popen(
+                    ["bash", str(script)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=console,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd=str(directory),
+                    env=env,
+                )
+            rec = {"id": node_id, "name": name, "pid": proc.pid, "start_ticks": _start_ticks(proc.pid),
+                   "token": ex_client_token, "tags": dict(ex_tags or {}), "created": time.time()}
+            tmp = directory / "node.json.tmp"
+            tmp.write_text(json.dumps(rec))
+            tmp.replace(directory / "node.json")
+            self._children[node_id] = proc
+            return self._node(rec)
+
+    def _records(self) -> list[dict[str, Any]]:
+        out = []
+        for path in self.root.glob("*/node.json"):
+            rec = self._load(path.parent.name)
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    def list_nodes(self, ex_include_gone: bool = False) -> list[Node]:
+        """Nodes whose process group lives (and, with ``ex_include_gone``, the ones that ended)."""
+        nodes = [self._node(rec) for rec in self._records()]
+        return [n for n in nodes if ex_include_gone or n.state == NodeState.RUNNING]
+
+    def _signal_group(self, node: Node, sig: int, *, leader_only: bool = False) -> bool:
+        rec = self._load(node.id)
+        if rec is None or not self._alive(rec):
+            return False
+        pid = int(rec["pid"])
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if leader_only and _start_ticks(pid) == rec.get("start_ticks"):
+                os.kill(pid, sig)
+            else:
+                os.killpg(pid, sig)
+        return True
+
+    def destroy_node(self, node: Node, ex_grace: float = 10.0) -> bool:
+        """SIGTERM to the leader now, SIGKILL to the group after ``ex_grace`` s; idempotent."""
+        if ex_grace <= 0:
+            self._signal_group(node, signal.SIGKILL)
+        elif self._signal_group(node, signal.SIGTERM, leader_only=True):
+            timer = threading.Timer(ex_grace, self._signal_group, args=(node, signal.SIGKILL))
+            timer.daemon = True
+            timer.start()
+        return True
+
+    def ex_preempt(self, node: Node) -> bool:
+        """Kill the node's whole process group at once with SIGKILL (a spot loss)."""
+        return self._signal_group(node, signal.SIGKILL)
+
+    def ex_preempt_notice(self, node: Node) -> bool:
+        """Tell the node it will be reclaimed soon (SIGUSR1 to its agent)."""
+        return self._signal_group(node, signal.SIGUSR1, leader_only=True)
+
+    def ex_forget(self, node_id: str) -> None:
+        """Drop the record of a node that has ended."""
+        directory = self._dir(node_id)
+        rec = self._load(node_id)
+        if rec is not None and self._alive(rec):
+            return
+        with contextlib.suppress(OSError):
+            for f in directory.iterdir():
+                f.unlink()
+            directory.rmdir()

@@ -1,0 +1,36 @@
+"""Sensor registry: sensors read one number from the world and return typed readings."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+from pool.model import Reading, Registry
+
+ALIASES: dict[str, str] = {
+    "celery": "sensors.celery:CeleryQueueSensor",
+}
+
+registry = Registry("sensor", "elastic_pool.sensors", ALIASES)
+
+
+@runtime_checkable
+class Sensor(Protocol):
+    """Reads the world; never decides. A failure is a reading with ``error`` set, not an exception."""
+
+    name: str
+
+    def read(self, now: float) -> Reading: ...
+
+    def close(self) -> None: ...
+
+
+def load_sensor(name: str, params: Mapping[str, Any]) -> Sensor:
+    sensor = registry.build(name, dict(params))
+    assert isinstance(sensor, Sensor)
+    return sensor
+
+
+def error_text(exc: BaseException) -> str:
+    """One line naming what failed."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
