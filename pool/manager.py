@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from pool.images import deployable_type
 from pool.model import (
@@ -208,6 +208,7 @@ def plan_domain(
         intended=state.intended,
         last_scale_up=state.last_scale_up,
         last_scale_down=state.last_scale_down,
+        memory=dict(state.policy_memory),
     )
 
     # -- decide + shape -------------------------------------------------------------------------
@@ -232,6 +233,8 @@ def plan_domain(
             raw = policy.decide(view, obs.readings, now)
             if not isinstance(raw, Decision) or not isinstance(raw.target, int):
                 raise TypeError(f"decide() must return a Decision with an int target, got {raw!r}")
+            if raw.memory is not None:
+                state.policy_memory = dict(raw.memory)
         except Exception as exc:  # a broken policy holds the size and says why
             raw = Decision(state.intended, f"policy error ({error_text(exc)}): hold {state.intended}")
             events.append(("error", {"what": "policy", "error": error_text(exc)}))
@@ -295,6 +298,21 @@ def plan_domain(
 # ---------------------------------------------------------------------------
 
 
+class DomainService(Protocol):
+    """Something a domain needs besides its workers (e.g. a Spark master), kept up by the manager.
+
+    ``ensure`` runs at the start of every tick for the domains it ``applies`` to; the mapping it
+    returns is added to those domains' attribute bag and offered to their sensor as defaults
+    (keys the sensor does not take are left out).
+    """
+
+    def applies(self, spec: DomainSpec) -> bool: ...
+
+    def ensure(self, spec: DomainSpec, now: float) -> Mapping[str, str]: ...
+
+    def stop(self, spec: DomainSpec) -> None: ...
+
+
 class Manager:
     """Runs the tick for every domain in the store: observe, plan (pure), apply, record."""
 
@@ -307,8 +325,11 @@ class Manager:
         clock: Callable[[], float] = time.time,
         python: str = sys.executable,
         manager_id: str | None = None,
+        services: Iterable[DomainService] = (),
     ) -> None:
         self.store = store
+        self.services = list(services)
+        self.context: dict[str, dict[str, str]] = {}  # per domain: what its services provide
         self.provisioner = provisioner
         self.redis_url = redis_url
         self.clock = clock
@@ -325,6 +346,18 @@ class Manager:
 
     def sensor_params(self, spec: DomainSpec) -> dict[str, Any]:
         params = dict(spec.sensor.params)
+        from sensors import registry as sensors
+
+        try:
+            import dataclasses
+
+            cls = sensors.resolve(spec.sensor.name)
+            taken = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+        except UnknownPlugin:
+            taken = set()
+        for key, value in self.context.get(spec.name, {}).items():
+            if key in taken:
+                params.setdefault(key, value)
         if spec.sensor.name == "celery":
             params.setdefault("broker", self.broker_for(spec))
             if spec.celery is not None:
@@ -333,7 +366,7 @@ class Manager:
         return params
 
     def sensor_for(self, spec: DomainSpec) -> tuple[Sensor | None, str | None]:
-        key = spec.sensor.model_dump_json() + self.broker_for(spec)
+        key = spec.sensor.model_dump_json() + self.broker_for(spec) + repr(sorted(self.context.get(spec.name, {}).items()))
         cached = self._sensors.get(spec.name)
         if cached is None or cached[0] != key:
             if cached is not None and cached[1] is not None:
@@ -412,6 +445,7 @@ class Manager:
                 visibility_timeout=f"{celery.visibility_timeout:g}",
                 loglevel=celery.loglevel,
             )
+        attrs.update(self.context.get(spec.name, {}))
         attrs.update(spec.attributes)
         return attrs
 
@@ -465,6 +499,14 @@ class Manager:
         listings: dict[str, Mapping[str, SiteNode] | None] = {}
         plans = []
         for spec in self.store.domains():
+            context: dict[str, str] = {}
+            for service in self.services:
+                if service.applies(spec):
+                    try:
+                        context.update(service.ensure(spec, now))
+                    except Exception as exc:  # reported, never fatal to the tick
+                        self.store.record(spec.name, "error", now, what="service", error=error_text(exc))
+            self.context[spec.name] = context
             obs = self.observe(spec, now, listings)
             policy, err = self.policy_for(spec)
             plan = plan_domain(obs, policy, policy_error=err)

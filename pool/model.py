@@ -169,15 +169,23 @@ class DomainView:
     intended: int  # the last intended size
     last_scale_up: float | None = None
     last_scale_down: float | None = None
+    #: the policy's own memory from its previous decision (JSON-serializable), e.g. sample windows
+    memory: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Decision:
-    """A policy's answer: the intended size and why."""
+    """A policy's answer: the intended size and why.
+
+    ``memory`` (JSON-serializable) is handed back to the same policy as ``view.memory`` on the
+    next tick: how a pure policy keeps windows, cooldowns or ramps without state of its own.
+    ``None`` keeps the previous memory.
+    """
 
     target: int
     reason: str
     inputs: Mapping[str, Any] = field(default_factory=dict)
+    memory: Mapping[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -429,6 +437,7 @@ class DomainState:
     readings: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_scale_up: float | None = None
     last_scale_down: float | None = None
+    policy_memory: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -1,0 +1,151 @@
+"""Test harness: a private Redis server per session (own port, own directory), managers in threads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import redis
+
+from pool.drivers.local import LocalNodeDriver
+from pool.manager import Manager
+from pool.model import NodeState
+from pool.provisioner import Provisioner
+from pool.redisserver import RedisServer, broker_url_for
+from pool.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_APP = ROOT / "examples" / "demo_app"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server started for this test session on 127.0.0.1 and a free port."""
+    server = RedisServer.start(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session server, emptied for this test (db 0: control plane, db 1: broker)."""
+    for db in (0, 1):
+        client = redis.Redis.from_url(broker_url_for(redis_server.url, db))
+        client.flushdb()
+        client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def pool_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "pool-home"
+    home.mkdir()
+    monkeypatch.setenv("POOL_HOME", str(home))
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    return home
+
+
+@pytest.fixture
+def store(redis_url: str) -> Store:
+    return Store.from_url(redis_url, namespace=f"t{uuid.uuid4().hex[:6]}")
+
+
+class RunningManager:
+    """A manager ticking in a background thread, with helpers to wait on the domain."""
+
+    def __init__(self, manager: Manager, driver: LocalNodeDriver) -> None:
+        self.manager = manager
+        self.driver = driver
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=manager.run, kwargs={"interval": 0.25, "stop": self.stop}, daemon=True)
+
+    @property
+    def store(self) -> Store:
+        return self.manager.store
+
+    def live(self, domain: str, *states: NodeState) -> list:
+        wanted = states or (NodeState.REQUESTED, NodeState.PENDING, NodeState.STARTED, NodeState.JOINED)
+        return [n for n in self.store.nodes(domain) if n.state in wanted]
+
+    def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+    def kill_all(self) -> None:
+        for node in self.driver.list_nodes():
+            self.driver.ex_preempt(node)
+
+
+@pytest.fixture
+def running_manager(store: Store, redis_url: str, pool_home: Path) -> Iterator[RunningManager]:
+    driver = LocalNodeDriver(ex_state_dir=str(pool_home / "sites" / "local"))
+    manager = Manager(store=store, provisioner=Provisioner({"local": driver}), redis_url=redis_url)
+    rm = RunningManager(manager, driver)
+    rm.thread.start()
+    try:
+        yield rm
+    finally:
+        rm.stop.set()
+        manager.wake.set()
+        rm.thread.join(10)
+        rm.kill_all()
+        deadline = time.monotonic() + 10
+        while driver.list_nodes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def demo_app_env(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the bundled demo Celery app at the test broker; returns the broker URL."""
+    broker = broker_url_for(redis_url)
+    monkeypatch.setenv("DEMO_BROKER", broker)
+    return broker
+
+
+def celery_spec(name: str = "work", *, queue: str | None = None, max_size: int = 4, **overrides: object) -> dict:
+    """A celery-worker domain spec on the bundled demo app, tuned for fast tests."""
+    spec: dict = {
+        "name": name,
+        "min": 0,
+        "max": max_size,
+        "policy": {"name": "queue_depth", "tasks_per_worker": 1},
+        "scaling": {"stabilization": 2},
+        "celery": {"app": "tasks", "path": str(DEMO_APP), "queue": queue or f"q-{name}",
+                   "visibility_timeout": 5},
+        "timeouts": {"heartbeat_interval": 0.5, "heartbeat_timeout": 3, "boot": 60, "drain": 60,
+                     "terminate_grace": 5},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    return spec
+
+
+@contextlib.contextmanager
+def demo_producer(broker: str) -> Iterator[object]:
+    """The demo app's Celery instance bound to ``broker``, for sending tasks."""
+    import sys
+
+    sys.path.insert(0, str(DEMO_APP))
+    try:
+        import tasks  # type: ignore[import-not-found]
+
+        tasks.app.conf.broker_url = broker
+        yield tasks
+    finally:
+        sys.path.remove(str(DEMO_APP))
+
+
+os.environ.setdefault("C_FORCE_ROOT", "1")
