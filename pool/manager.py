@@ -215,11 +215,12 @@ def plan_domain(
     reading = primary(obs.readings)
     value = reading.value if reading is not None else None
     failing = {name: r.error for name, r in obs.readings.items() if not r.ok}
+    errors: list[tuple[str, dict[str, Any]]] = []  # recorded when they change, not every tick
     if state.override is not None:
         decision = Decision(max(0, min(spec.max, state.override)), f"operator override {state.override}")
     elif policy is None:
-        decision = Decision(state.intended, f"hold: {policy_error}")
-        events.append(("error", {"what": "policy", "error": policy_error}))
+        decision = Decision(max(spec.min, min(spec.max, state.intended)), f"hold: {policy_error}")
+        errors.append(("error", {"what": "policy", "error": policy_error}))
     elif failing and not getattr(policy, "handles_errors", False):
         if spec.scaling.fallback == "fixed":
             size = spec.scaling.fallback_size
@@ -237,7 +238,7 @@ def plan_domain(
                 state.policy_memory = dict(raw.memory)
         except Exception as exc:  # a broken policy holds the size and says why
             raw = Decision(state.intended, f"policy error ({error_text(exc)}): hold {state.intended}")
-            events.append(("error", {"what": "policy", "error": error_text(exc)}))
+            errors.append(("error", {"what": "policy", "error": error_text(exc)}))
         decision = shape(raw, view=view, scaling=spec.scaling, value=value, recent=state.recent, now=now)
         bounded = max(spec.min, min(spec.max, raw.target))
         state.recent = [(w, x) for (w, x) in state.recent if now - w <= spec.scaling.stabilization]
@@ -270,6 +271,9 @@ def plan_domain(
         state.last_scale_down = now
 
     # -- record ----------------------------------------------------------------------------------
+    previous_reason = (obs.state.last_decision or {}).get("reason")
+    if errors and decision.reason != previous_reason:
+        events.extend(errors)
     if decision.target != obs.state.intended or delta != 0 or state.override != obs.state.override:
         events.append(("decision", {"target": decision.target, "actual": view.actual, "reason": decision.reason,
                                     "inputs": dict(decision.inputs), "value": value}))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
-from typing import Any, Iterable
+from collections import deque
+from typing import Any, Callable, Iterable
 
 import redis
 
@@ -172,3 +174,168 @@ class Store:
 
     def clear_shutdown(self) -> None:
         self.r.delete(self._k("control", "shutdown"))
+
+
+class MemoryStore(Store):
+    """The same store in Python dicts, for the simulator: no Redis, one process, simulated time.
+
+    Public methods match :class:`Store`. Differences: :meth:`beat` needs an explicit ``time=``
+    (there is no wall clock in a simulation); node records and domain specs are kept as objects,
+    not serialized, so a record returned by :meth:`nodes` is the stored one and must be treated
+    as read-only (the manager's ``plan_domain`` works on copies). ``on_record``, when given, sees
+    every event as it is recorded, so a caller can count what the bounded log forgets.
+    """
+
+    def __init__(self, *, namespace: str = "ep", event_log_length: int = EVENT_LOG_LENGTH,
+                 on_record: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self.ns = namespace
+        self.event_log_length = event_log_length
+        self.on_record = on_record
+        self._domains: dict[str, DomainSpec] = {}
+        self._states: dict[str, DomainState] = {}
+        self._overrides: dict[str, int] = {}
+        self._nodes: dict[str, dict[str, NodeRecord]] = {}
+        self._ordered: dict[str, bool] = {}  # False once a record arrives out of creation order
+        self._last_created: dict[str, float] = {}
+        self._beats: dict[str, dict[str, dict[str, Any]]] = {}
+        self._hb: dict[str, dict[str, Heartbeat]] = {}
+        self._events: dict[str, deque[dict[str, Any]]] = {}
+        self._managers: dict[str, dict[str, Any]] = {}
+        self._shutdown: float | None = None
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str = "ep", timeout: float = 5.0) -> MemoryStore:
+        return cls(namespace=namespace)
+
+    # -- domains ----------------------------------------------------------------------
+    def put_domain(self, spec: DomainSpec) -> bool:
+        new = spec.name not in self._domains
+        self._domains[spec.name] = spec
+        return new
+
+    def get_domain(self, name: str) -> DomainSpec | None:
+        return self._domains.get(name)
+
+    def domains(self) -> list[DomainSpec]:
+        return [self._domains[name] for name in sorted(self._domains)]
+
+    def delete_domain(self, name: str) -> None:
+        tables: list[dict[str, Any]] = [self._domains, self._states, self._overrides, self._nodes,
+                                        self._ordered, self._last_created, self._beats, self._hb,
+                                        self._events]
+        for table in tables:
+            table.pop(name, None)
+
+    def get_state(self, domain: str) -> DomainState:
+        stored = self._states.get(domain)
+        state = DomainState() if stored is None else copy.copy(stored)
+        state.recent = list(state.recent)
+        state.override = self._overrides.get(domain)
+        return state
+
+    def put_state(self, domain: str, state: DomainState) -> None:
+        self._states[domain] = state
+
+    def set_override(self, domain: str, size: int | None) -> None:
+        if size is None:
+            self._overrides.pop(domain, None)
+        else:
+            self._overrides[domain] = int(size)
+
+    # -- nodes ------------------------------------------------------------------------
+    def nodes(self, domain: str) -> list[NodeRecord]:
+        records = list(self._nodes.get(domain, {}).values())
+        if not self._ordered.get(domain, True):
+            records.sort(key=lambda n: n.created)
+        return records
+
+    def put_nodes(self, records: Iterable[NodeRecord]) -> None:
+        for rec in records:
+            table = self._nodes.setdefault(rec.domain, {})
+            if rec.node_id not in table:
+                if rec.created < self._last_created.get(rec.domain, float("-inf")):
+                    self._ordered[rec.domain] = False
+                self._last_created[rec.domain] = max(rec.created, self._last_created.get(rec.domain, rec.created))
+            table[rec.node_id] = rec
+
+    def forget_nodes(self, domain: str, node_ids: Iterable[str]) -> None:
+        table = self._nodes.get(domain, {})
+        beats = self._beats.get(domain, {})
+        hbs = self._hb.get(domain, {})
+        for node_id in node_ids:
+            table.pop(node_id, None)
+            beats.pop(node_id, None)
+            hbs.pop(node_id, None)
+
+    # -- heartbeats -------------------------------------------------------------------
+    def heartbeats(self, domain: str, node_ids: Iterable[str]) -> dict[str, Heartbeat]:
+        hbs = self._hb.get(domain)
+        if not hbs:
+            return {}
+        return {i: hbs[i] for i in node_ids if i in hbs}
+
+    def beat(self, domain: str, node_id: str, *, time: float | str | None = None, **fields: Any) -> None:
+        """A heartbeat at simulated ``time`` (required) plus whatever else the worker reports."""
+        if time is None:
+            raise ValueError("MemoryStore.beat needs time= (simulated seconds); there is no wall clock here")
+        raw = self._beats.setdefault(domain, {}).setdefault(node_id, {})
+        raw.update(fields)
+        raw["time"] = time
+        idle = raw.get("idle_since")
+        self._hb.setdefault(domain, {})[node_id] = Heartbeat(
+            time=float(time),
+            ready=_flag(raw.get("ready"), False),
+            active=max(0, int(raw.get("active", 0) or 0)),
+            idle_since=float(idle) if idle not in (None, "") else None,
+            workload_alive=_flag(raw.get("workload_alive"), True),
+            draining=_flag(raw.get("draining"), False),
+        )
+
+    # -- events -----------------------------------------------------------------------
+    def record(self, domain: str, kind: str, now: float, **data: Any) -> None:
+        log = self._events.get(domain)
+        if log is None:
+            log = self._events[domain] = deque(maxlen=self.event_log_length)
+        event = {"kind": kind, "time": float(now), **data}
+        log.append(event)
+        if self.on_record is not None:
+            self.on_record(domain, event)
+
+    def events(self, domain: str, count: int = 20, kind: str | None = None) -> list[dict[str, Any]]:
+        """Newest first."""
+        out = []
+        for event in reversed(self._events.get(domain, ())):
+            if kind and event["kind"] != kind:
+                continue
+            out.append(dict(event))
+            if len(out) >= count:
+                break
+        return out
+
+    # -- managers ---------------------------------------------------------------------
+    def register_manager(self, manager_id: str, info: dict[str, Any]) -> None:
+        self._managers[manager_id] = dict(info)
+
+    def unregister_manager(self, manager_id: str) -> None:
+        self._managers.pop(manager_id, None)
+
+    def managers(self) -> dict[str, dict[str, Any]]:
+        return {k: dict(v) for k, v in self._managers.items()}
+
+    def request_shutdown(self) -> None:
+        self._shutdown = 0.0
+
+    def shutdown_requested(self) -> bool:
+        return self._shutdown is not None
+
+    def clear_shutdown(self) -> None:
+        self._shutdown = None
+
+
+def _flag(value: Any, default: bool) -> bool:
+    """A heartbeat flag as an agent writes it (True, 1 or "1") or as Redis returns it."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, str):
+        return value == "1" or value.lower() == "true"
+    return bool(value)

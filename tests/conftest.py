@@ -126,7 +126,7 @@ def celery_spec(name: str = "work", *, queue: str | None = None, max_size: int =
                      "terminate_grace": 5},
     }
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+        if isinstance(value, dict) and isinstance(spec.get(key), dict) and key != "policy":
             spec[key] = {**spec[key], **value}
         else:
             spec[key] = value

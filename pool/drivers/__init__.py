@@ -18,11 +18,12 @@ def register_drivers() -> None:
     if _REGISTERED:
         return
     set_driver("elastic_local", "pool.drivers.local", "LocalNodeDriver")
+    set_driver("elastic_sim", "pool.drivers.sim", "SimNodeDriver")  # type: ignore[arg-type]
     _REGISTERED = True
 
 
 #: Built-in site names and the libcloud provider they use.
-BUILTIN_SITES = {"local": "elastic_local"}
+BUILTIN_SITES = {"local": "elastic_local", "sim": "elastic_sim"}
 
 
 def make_driver(site: str, **kwargs: Any) -> NodeDriver:

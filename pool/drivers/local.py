@@ -18,6 +18,23 @@ from libcloud.compute.types import NodeState
 PROVIDER = "elastic_local"
 
 
+def _live_groups() -> set[int]:
+    """Process group ids that have at least one process that is not a zombie."""
+    groups: set[int] = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if fields and fields[0] != "Z":
+            groups.add(int(fields[2]))
+    return groups
+
+
 def _start_ticks(pid: int) -> int | None:
     """The process start time in clock ticks (field 22 of /proc/PID/stat), to detect pid reuse."""
     try:
@@ -75,21 +92,20 @@ class LocalNodeDriver(NodeDriver):
         except (OSError, ValueError):
             return None
 
-    def _alive(self, rec: dict[str, Any]) -> bool:
+    def _alive(self, rec: dict[str, Any], groups: set[int] | None = None) -> bool:
         child = self._children.get(rec["id"])
         if child is not None and child.poll() is not None:
             self._children.pop(rec["id"], None)
         pid = int(rec["pid"])
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it if this process started it
         if _start_ticks(pid) == rec.get("start_ticks"):
             return True
-        try:  # leader gone: is anything of its group left?
-            os.killpg(pid, 0)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
+        # the leader is gone: is anything of its group left?
+        return pid in (groups if groups is not None else _live_groups())
 
-    def _node(self, rec: dict[str, Any]) -> Node:
-        alive = self._alive(rec)
+    def _node(self, rec: dict[str, Any], groups: set[int] | None = None) -> Node:
+        alive = self._alive(rec, groups)
         return Node(
             id=rec["id"],
             name=rec["name"],
@@ -148,7 +164,8 @@ class LocalNodeDriver(NodeDriver):
 
     def list_nodes(self, ex_include_gone: bool = False) -> list[Node]:
         """Nodes whose process group lives (and, with ``ex_include_gone``, the ones that ended)."""
-        nodes = [self._node(rec) for rec in self._records()]
+        groups = _live_groups()
+        nodes = [self._node(rec, groups) for rec in self._records()]
         return [n for n in nodes if ex_include_gone or n.state == NodeState.RUNNING]
 
     def _signal_group(self, node: Node, sig: int, *, leader_only: bool = False) -> bool:
