@@ -112,7 +112,6 @@ def up(interval: float, drain_timeout: float, quiet: bool) -> None:
             stop.wait(0.5)
 
     threading.Thread(target=watch, name="control", daemon=True).start()
-    watchers = _start_wakeups(manager, store)
     console.print(f"manager {manager.manager_id} up; state in {url.split('@')[-1]}; tick {interval:g}s")
     try:
         manager.run(interval=interval, stop=stop)
@@ -121,24 +120,10 @@ def up(interval: float, drain_timeout: float, quiet: bool) -> None:
             ok = manager.drain_all(timeout=drain_timeout)
             console.print("all workers terminated" if ok else "drain timeout: some workers remain")
     finally:
-        for closer in watchers:
-            closer()
+        manager.close()
         store.unregister_manager(manager.manager_id)
         _manager_pidfile().unlink(missing_ok=True)
     console.print("manager stopped")
-
-
-def _start_wakeups(manager: Any, store: Store) -> list[Any]:
-    """Wake the decider as soon as work is enqueued, where the sensor can watch its queue."""
-    closers = []
-    for spec in store.domains():
-        sensor, _ = manager.sensor_for(spec)
-        watch = getattr(sensor, "watch", None)
-        if watch is not None:
-            closer = watch(manager.wake.set)
-            if closer is not None:
-                closers.append(closer)
-    return closers
 
 
 def _pid_alive(pid: int) -> bool:

@@ -330,6 +330,7 @@ class Manager:
         python: str = sys.executable,
         manager_id: str | None = None,
         services: Iterable[DomainService] = (),
+        wakeups: bool = True,
     ) -> None:
         self.store = store
         self.services = list(services)
@@ -340,6 +341,8 @@ class Manager:
         self.python = python
         self.manager_id = manager_id or f"{socket.gethostname()}-{os.getpid()}"
         self._sensors: dict[str, tuple[str, Sensor | None, str | None]] = {}
+        self._watches: dict[str, Callable[[], None]] = {}
+        self.wakeups = wakeups
         self._policies: dict[str, tuple[str, Policy | None, str | None]] = {}
         self.wake = threading.Event()
         self.last_plans: dict[str, Plan] = {}
@@ -375,11 +378,19 @@ class Manager:
         if cached is None or cached[0] != key:
             if cached is not None and cached[1] is not None:
                 cached[1].close()
+            stop_watch = self._watches.pop(spec.name, None)
+            if stop_watch is not None:
+                stop_watch()
             try:
                 sensor: Sensor | None = load_sensor(spec.sensor.name, self.sensor_params(spec))
                 err = None
             except (UnknownPlugin, PluginParamError) as exc:
                 sensor, err = None, str(exc)
+            watch = getattr(sensor, "watch", None)
+            if self.wakeups and watch is not None:
+                stopper = watch(self.wake.set)  # a burst wakes the decider at once
+                if stopper is not None:
+                    self._watches[spec.name] = stopper
             cached = (key, sensor, err)
             self._sensors[spec.name] = cached
         return cached[1], cached[2]
@@ -519,7 +530,7 @@ class Manager:
             plans.append(plan)
         return plans
 
-    def run(self, *, interval: float = 1.0, stop: threading.Event, min_gap: float = 0.05) -> None:
+    def run(self, *, interval: float = 1.0, stop: threading.Event, min_gap: float = 0.1) -> None:
         """Tick every ``interval`` s (sooner when woken) until ``stop`` is set."""
         failures = 0
         while not stop.is_set():
@@ -541,6 +552,16 @@ class Manager:
             gap = min_gap - (time.monotonic() - started)
             if gap > 0:
                 time.sleep(gap)
+
+    def close(self) -> None:
+        """Stop queue watches and close sensors."""
+        for stop_watch in self._watches.values():
+            stop_watch()
+        self._watches.clear()
+        for _, sensor, _ in self._sensors.values():
+            if sensor is not None:
+                sensor.close()
+        self._sensors.clear()
 
     def drain_all(self, *, timeout: float, poll: float = 0.5) -> bool:
         """Scale every domain to zero (busy workers drain) and wait until no node is left."""

@@ -7,7 +7,7 @@ import json
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import redis
 
@@ -130,6 +130,43 @@ class CeleryQueueSensor:
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:
             data = json.load(resp)
         return int(data.get("messages_unacknowledged", 0) or 0)
+
+    def watch(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake`` as soon as a message is pushed to the queue (Redis keyspace events).
+
+        Turns on ``notify-keyspace-events`` list events (``El``) if the server allows CONFIG;
+        returns a function that stops watching, or ``None`` where the broker cannot be watched
+        (AMQP, or a managed Redis without CONFIG): the manager then just polls every tick.
+        """
+        if not self.is_redis:
+            return None
+        client = redis.Redis.from_url(self.broker.replace("redis+socket://", "unix://", 1),
+                                      socket_connect_timeout=self.timeout)
+        try:
+            flags = str(client.config_get("notify-keyspace-events").get("notify-keyspace-events", ""))
+            if "A" not in flags and "l" not in flags or "E" not in flags:
+                client.config_set("notify-keyspace-events", "".join(sorted(set(flags + "El"))))
+            db = int(client.connection_pool.connection_kwargs.get("db", 0))
+            keys = set(self.queue_keys())
+
+            def on_push(message: dict[str, Any]) -> None:
+                data = message.get("data")
+                key = data.decode() if isinstance(data, bytes) else str(data)
+                if key in keys:
+                    wake()
+
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(**{f"__keyevent@{db}__:lpush": on_push, f"__keyevent@{db}__:rpush": on_push})
+            thread = pubsub.run_in_thread(sleep_time=0.2, daemon=True)
+        except (redis.RedisError, OSError):
+            client.close()
+            return None
+
+        def stop() -> None:
+            thread.stop()
+            client.close()
+
+        return stop
 
     def close(self) -> None:
         if self._client is not None:

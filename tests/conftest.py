@@ -98,6 +98,7 @@ def running_manager(store: Store, redis_url: str, pool_home: Path) -> Iterator[R
         rm.stop.set()
         manager.wake.set()
         rm.thread.join(10)
+        manager.close()
         rm.kill_all()
         deadline = time.monotonic() + 10
         while driver.list_nodes() and time.monotonic() < deadline:

@@ -56,3 +56,24 @@ def test_unreachable_broker_is_a_reading_with_an_error() -> None:
     amqp = CeleryQueueSensor(broker=f"amqp://guest:guest@127.0.0.1:{free_port()}//", queue="q", timeout=0.5)
     r = amqp.read(6.0)
     assert not r.ok and r.error
+
+
+def test_watch_wakes_on_push_to_its_queue_only(redis_url: str) -> None:
+    import threading
+
+    broker = broker_url_for(redis_url)
+    woke = threading.Event()
+    sensor = CeleryQueueSensor(broker=broker, queue="watched")
+    stop = sensor.watch(woke.set)
+    assert stop is not None
+    try:
+        time.sleep(0.3)
+        with Connection(broker) as conn:
+            q = Queue("elsewhere", Exchange("elsewhere"), routing_key="elsewhere")
+            conn.Producer().publish({"x": 1}, exchange=q.exchange, routing_key="elsewhere", declare=[q])
+            assert not woke.wait(0.7)  # another queue's push does not wake this domain
+            w = Queue("watched", Exchange("watched"), routing_key="watched")
+            conn.Producer().publish({"x": 1}, exchange=w.exchange, routing_key="watched", declare=[w])
+        assert woke.wait(5)
+    finally:
+        stop()
