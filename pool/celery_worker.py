@@ -2,13 +2,14 @@
 
 The user's tasks import nothing from this project: this module loads their app by name, sets the
 durable defaults (late acks, reject on worker loss, prefetch 1, a short Redis unacked-restore
-sweep) and connects Celery signals that count running tasks in the node's heartbeat hash.
+sweep) and reports running tasks to the node's heartbeat hash from the worker's main process.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -16,39 +17,48 @@ import redis
 from celery import signals
 from celery.app.utils import find_app
 
-_client: tuple[int, redis.Redis] | None = None
+class BusyReporter:
+    """Samples the worker's running tasks (Celery's own ``active_requests``) in the main process.
+
+    Writes ``active`` and ``idle_since`` to the node's heartbeat hash only when they change, so a
+    task costs nothing extra however short it is. ``ready`` is written once the worker consumes.
+    """
+
+    def __init__(self, *, redis_url: str, key: str, interval: float = 0.2) -> None:
+        self.client = redis.Redis.from_url(redis_url, socket_timeout=5)
+        self.key = key
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def start(self, **_: Any) -> None:
+        from celery.worker import state
+
+        def loop() -> None:
+            last: int | None = None
+            while not self.stopped.wait(self.interval):
+                active = len(state.active_requests)
+                if active == last:
+                    continue
+                fields: dict[str, Any] = {"active": active}
+                if active == 0:
+                    fields["idle_since"] = repr(time.time())
+                elif not last:
+                    fields["idle_since"] = ""
+                try:
+                    self.client.hset(self.key, mapping=fields)
+                    last = active
+                except redis.RedisError:
+                    pass  # the store may be restarting; try again next sample
+
+        self.client.hset(self.key, mapping={"ready": 1, "active": 0, "idle_since": repr(time.time())})
+        threading.Thread(target=loop, name="busy-reporter", daemon=True).start()
 
 
-def _hb() -> tuple[redis.Redis, str]:
-    """A Redis client for this process (one per forked pool child) and the heartbeat key."""
-    global _client
-    if _client is None or _client[0] != os.getpid():
-        _client = (os.getpid(), redis.Redis.from_url(os.environ["POOL_REDIS_URL"], socket_timeout=5))
-    key = f"{os.environ['POOL_NAMESPACE']}:d:{os.environ['POOL_DOMAIN']}:hb:{os.environ['POOL_NODE_ID']}"
-    return _client[1], key
-
-
-def _on_prerun(**_: Any) -> None:
-    try:
-        client, key = _hb()
-        client.pipeline(transaction=False).hincrby(key, "active", 1).hset(key, "idle_since", "").execute()
-    except redis.RedisError:
-        pass  # reporting must never fail a task
-
-
-def _on_postrun(**_: Any) -> None:
-    try:
-        client, key = _hb()
-        left = client.hincrby(key, "active", -1)
-        if int(left) <= 0:
-            client.hset(key, mapping={"active": 0, "idle_since": repr(time.time())})
-    except redis.RedisError:
-        pass
-
-
-def _on_ready(**_: Any) -> None:
-    client, key = _hb()
-    client.hset(key, mapping={"ready": 1, "idle_since": repr(time.time()), "active": 0})
+def worker_pool(pool: str, concurrency: int) -> str:
+    """``auto``: the solo pool for one task at a time (no forked child: faster boot, less memory)."""
+    if pool == "auto":
+        return "solo" if concurrency == 1 else "prefork"
+    return pool
 
 
 def durable_settings(*, broker: str, visibility_timeout: float, existing: dict[str, Any]) -> dict[str, Any]:
@@ -84,15 +94,17 @@ def main() -> None:
             existing=app.conf.broker_transport_options,
         )
     )
-    signals.task_prerun.connect(_on_prerun, weak=False)
-    signals.task_postrun.connect(_on_postrun, weak=False)
-    signals.worker_ready.connect(_on_ready, weak=False)
+    reporter = BusyReporter(
+        redis_url=env["POOL_REDIS_URL"],
+        key=f"{env.get('POOL_NAMESPACE', 'ep')}:d:{env['POOL_DOMAIN']}:hb:{env['POOL_NODE_ID']}",
+    )
+    signals.worker_ready.connect(reporter.start, weak=False)
     app.worker_main(
         argv=[
             "worker",
             "-Q", env.get("POOL_QUEUE", "celery"),
             "-c", env.get("POOL_CONCURRENCY", "1"),
-            "-P", env.get("POOL_CELERY_POOL", "prefork"),
+            "-P", worker_pool(env.get("POOL_CELERY_POOL", "auto"), int(env.get("POOL_CONCURRENCY", "1"))),
             "-n", f"{env['POOL_NODE_ID']}@%h",
             "-l", env.get("POOL_LOGLEVEL", "WARNING"),
             "-O", "fair",

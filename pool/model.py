@@ -247,11 +247,77 @@ class CelerySpec(_Spec):
     path: str | None = Field(None, description="directory added to PYTHONPATH of the worker")
     queue: str = Field("celery", min_length=1)
     concurrency: int = Field(1, ge=1, le=256)
-    pool: Literal["prefork", "solo", "threads"] = "prefork"
+    pool: Literal["auto", "prefork", "solo", "threads"] = Field(
+        "auto", description="Celery execution pool; auto = solo for concurrency 1, else prefork"
+    )
     visibility_timeout: float = Field(
         30.0, gt=0, description="Redis broker: seconds before an unacked task is redelivered"
     )
     loglevel: str = "WARNING"
+
+
+class SparkDecommissionSpec(_Spec):
+    """How a spark-worker leaves without losing work (Spark's graceful decommission)."""
+
+    enabled: bool = Field(
+        True, description="scale-in decommissions the worker (signal) before it stops"
+    )
+    signal: str = Field("PWR", pattern=r"^[A-Z0-9]+$", description="spark.worker.decommission.signal")
+    shuffle_blocks: bool = Field(True, description="jobs migrate shuffle files off a leaving executor")
+    rdd_blocks: bool = Field(True, description="jobs migrate cached RDD blocks off a leaving executor")
+    migration_interval: float = Field(
+        2.0, gt=0, description="seconds between block-migration rounds (replicationReattemptInterval)"
+    )
+
+
+class SparkSpec(_Spec):
+    """`spark:` block of a spark-worker domain: its standalone master and the size of a worker."""
+
+    master_url: str | None = Field(
+        None, description="adopt this master (spark://host:port); default: start one"
+    )
+    master_ui: str | None = Field(None, description="web UI of an adopted master (http://host:port)")
+    host: str = Field("127.0.0.1", min_length=1, description="address the master and workers bind")
+    master_port: int | None = Field(None, ge=1, le=65535, description="default: a free port at start")
+    ui_port: int | None = Field(None, ge=1, le=65535, description="default: a free port at start")
+    worker_cores: int = Field(1, ge=1, le=1024)
+    worker_memory: str = Field("1g", description="memory a worker offers executors, e.g. 512m, 2g")
+    daemon_memory: str = Field("256m", description="heap of the master and worker daemons")
+    idle_timeout: float = Field(
+        60.0, ge=0, description="default scaling.idle_timeout (Spark's executorIdleTimeout)"
+    )
+    decommission: SparkDecommissionSpec = SparkDecommissionSpec()
+
+    @field_validator("master_url")
+    @classmethod
+    def _master_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^spark://[^/:]+:\d+$", v):
+            raise ValueError(f"{v!r} is not a Spark master URL; expected spark://host:port")
+        return v
+
+    @field_validator("master_ui")
+    @classmethod
+    def _master_ui(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/]+/?$", v):
+            raise ValueError(f"{v!r} is not a web UI address; expected http://host:port")
+        return v.rstrip("/") if v else v
+
+    @field_validator("worker_memory", "daemon_memory")
+    @classmethod
+    def _memory(cls, v: str) -> str:
+        if not re.match(r"^\d+[kmgtKMGT]?$", v):
+            raise ValueError(
+                f"{v!r} is not a JVM memory size; expected a number with k, m, g or t, e.g. 512m"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _adopt(self) -> SparkSpec:
+        if self.master_url and not self.master_ui:
+            raise ValueError(
+                "master_url needs master_ui too (the adopted master's web UI, http://host:port)"
+            )
+        return self
 
 
 class TimeoutSpec(_Spec):
@@ -284,6 +350,7 @@ class DomainSpec(_Spec):
     sensor: SensorSpec = SensorSpec()
     scaling: ScalingSpec = ScalingSpec()
     celery: CelerySpec | None = None
+    spark: SparkSpec | None = None
     timeouts: TimeoutSpec = TimeoutSpec()
     attributes: dict[str, str] = Field(default_factory=dict)
 
@@ -311,6 +378,33 @@ class DomainSpec(_Spec):
             raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
         if self.deployable_type == "celery-worker" and self.celery is None:
             raise ValueError("deployable_type celery-worker needs a 'celery:' block with at least 'app'")
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spark_defaults(cls, data: Any) -> Any:
+        """A spark-worker domain defaults to the spark sensor, the spark_tasks policy and the
+        `spark.idle_timeout` as `scaling.idle_timeout`, unless the spec says otherwise."""
+        if not isinstance(data, Mapping) or data.get("deployable_type") != "spark-worker":
+            return data
+        data = dict(data)
+        data.setdefault("sensor", {"name": "spark"})
+        data.setdefault("policy", {"name": "spark_tasks"})
+        spark = data.get("spark")
+        scaling = data.get("scaling")
+        if isinstance(spark, Mapping) and (scaling is None or isinstance(scaling, Mapping)):
+            scaling = dict(scaling or {})
+            default_idle = SparkSpec.model_fields["idle_timeout"].default
+            scaling.setdefault("idle_timeout", spark.get("idle_timeout", default_idle))
+            data["scaling"] = scaling
+        return data
+
+    @model_validator(mode="after")
+    def _spark(self) -> DomainSpec:
+        if self.deployable_type == "spark-worker" and self.spark is None:
+            raise ValueError(
+                "deployable_type spark-worker needs a 'spark:' block (e.g. 'spark: {}' to start a master)"
+            )
         return self
 
 

@@ -163,7 +163,8 @@ class CeleryQueueSensor:
             return None
 
         def stop() -> None:
-            thread.stop()
+            thread.stop()  # the thread closes its pubsub connection as it ends
+            thread.join(timeout=2)
             client.close()
 
         return stop

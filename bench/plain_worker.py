@@ -1,0 +1,21 @@
+"""A plain Celery worker for comparisons: the same durable settings, no agent, no reporting."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from celery.app.utils import find_app
+
+sys.path.insert(0, os.environ["POOL_CELERY_PATH"])
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from pool.celery_worker import durable_settings, worker_pool  # noqa: E402
+
+app = find_app(os.environ["POOL_CELERY_APP"])
+app.conf.update(durable_settings(broker=os.environ["POOL_BROKER_URL"],
+                                 visibility_timeout=float(os.environ.get("POOL_VISIBILITY_TIMEOUT", "60")),
+                                 existing=app.conf.broker_transport_options))
+app.worker_main(argv=["worker", "-Q", os.environ["POOL_QUEUE"], "-c", os.environ.get("POOL_CONCURRENCY", "1"),
+                      "-P", worker_pool(os.environ.get("POOL_CELERY_POOL", "auto"), int(os.environ.get("POOL_CONCURRENCY", "1"))), "-n", f"{os.environ['POOL_NODE_ID']}@%h", "-l", "INFO", "-O", "fair",
+                      "--without-gossip", "--without-mingle", "--without-heartbeat"])
