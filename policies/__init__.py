@@ -9,6 +9,15 @@ from pool.model import Decision, DomainView, Reading, Registry
 ALIASES: dict[str, str] = {
     "fixed": "policies.fixed:Fixed",
     "queue_depth": "policies.queue_depth:QueueDepth",
+    "spark_tasks": "policies.spark_tasks:SparkTasks",
+    "threshold": "policies.threshold:Threshold",
+    "drain_time": "policies.drain_time:DrainTime",
+    "schedule": "policies.schedule:Schedule",
+    "composite": "policies.composite:Composite",
+    "keda_hpa": "policies.baselines:KedaHpa",
+    "ray": "policies.baselines:Ray",
+    "spark_da": "policies.baselines:SparkDynamicAllocation",
+    "aws_target_tracking": "policies.baselines:AwsTargetTracking",
 }
 
 registry = Registry("policy", "elastic_pool.policies", ALIASES)

@@ -1,4 +1,4 @@
-"""The policy library and the baselines, with an injected clock and memory threaded between ticks."""
+"""The policy library and the baselines: injected clock, memory threaded between ticks."""
 
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ class Run:
 def test_registry_lists_every_new_policy() -> None:
     assert set(NEW) <= set(registry.names())
     for name in NEW:
-        assert isinstance(load_policy(name, {"formula": "celery"} if name == "composite" else {}), Policy)
+        params = {"formula": "celery"} if name == "composite" else {}
+        assert isinstance(load_policy(name, params), Policy)
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -150,9 +151,9 @@ def test_threshold_cooldown_blocks_neither_bounds_nor_replacement() -> None:
 
 def test_threshold_sample_functions_and_per_worker() -> None:
     for function, expected in (("Sum", 4), ("Max", 4), ("Average", 3)):
-        run = Run(load_policy("threshold", {"sample_function": function, "cooldown": 0,
-                                            "scale_up_threshold": 1.5, "scale_down_threshold": 0.5}),
-                  actual=3)
+        params = {"sample_function": function, "cooldown": 0, "scale_up_threshold": 1.5,
+                  "scale_down_threshold": 0.5}
+        run = Run(load_policy("threshold", params), actual=3)
         run.tick(0, 1.0, follow=False)         # Sum 1, Max 1, Average 1: inside [0.5, 1.5]
         assert run.tick(1, 2.0).target == expected  # Sum 3 > 1.5, Max 2 > 1.5, Average 1.5 not
     per_worker = Run(load_policy("threshold", {"per_worker": True, "cooldown": 0}), actual=4)
@@ -178,7 +179,7 @@ def test_drain_time_uses_the_prior_then_a_measured_service_time() -> None:
     two_slots = load_policy("drain_time", {"slots_per_worker": 2})
     assert Run(two_slots).tick(0, detail).target == 20  # two tasks at once: 1 worker-second each
     by_sensor = load_policy("drain_time", {"service_time_sensor": "runtime"})
-    readings = {**depth(100, 0, detail={"service_time": 2.0}), "runtime": Reading("runtime", 4.0, 0)}
+    readings = {**detail, "runtime": Reading("runtime", 4.0, 0)}
     assert Run(by_sensor).tick(0, readings).target == 80  # the named sensor wins over the detail
 
 
@@ -249,7 +250,8 @@ def test_schedule_without_reading_keeps_the_larger_of_intended_and_floor() -> No
 
 
 def readings_of(**values: float | None) -> dict[str, Reading]:
-    return {k: Reading(k, v, 0.0, error=None if v is not None else "unreachable") for k, v in values.items()}
+    return {k: Reading(k, v, 0.0, error=None if v is not None else "unreachable")
+            for k, v in values.items()}
 
 
 def test_composite_formula_over_several_readings() -> None:
@@ -382,7 +384,13 @@ def test_ray_scales_down_only_idle_workers_after_the_idle_timeout() -> None:
     assert Run(policy, actual=10).tick(0, depth(2), busy=6).target == 6   # busy ones stay
     assert Run(policy, actual=10).tick(0, depth(0), busy=0, booting=4).target == 4
     assert Ray.scaling_defaults == {"idle_timeout": 300.0, "stabilization": 0.0}
-    ScalingSpec(**Ray.scaling_defaults)  # valid scaling fields
+
+
+@pytest.mark.parametrize("cls", [KedaHpa, Ray, SparkDynamicAllocation, AwsTargetTracking])
+def test_baselines_scaling_defaults_are_valid_scaling_fields(cls: type) -> None:
+    defaults = cls.scaling_defaults  # type: ignore[attr-defined]
+    assert set(defaults) <= set(ScalingSpec.model_fields)
+    assert ScalingSpec.model_validate(defaults).stabilization == defaults["stabilization"]
 
 
 # -- spark_da -------------------------------------------------------------------------------
@@ -415,7 +423,7 @@ def test_spark_timeouts_and_backlog_drain() -> None:
     running = depth(3, detail={"ready": 0})
     assert run.tick(8, running).target == 3
     assert run.tick(20, running).target == 3
-    assert run.memory == {"target": 3, "to_add": 1, "add_time": None}
+    assert run.memory == {"policy": "spark_da", "target": 3, "to_add": 1, "add_time": None}
     assert run.tick(21, depth(1, detail={"ready": 0})).target == 1  # fewer needed: lower at once
     assert SparkDynamicAllocation.scaling_defaults["idle_timeout"] == 60.0
 
@@ -486,11 +494,13 @@ PLANS: list[tuple[dict[str, Any], tuple[int, int]]] = [
 
 
 @pytest.mark.parametrize("policy, expected", PLANS, ids=[p["name"] for p, _ in PLANS])
-def test_each_policy_plugs_into_plan_domain(policy: dict[str, Any], expected: tuple[int, int]) -> None:
+def test_each_policy_plugs_into_plan_domain(policy: dict[str, Any],
+                                             expected: tuple[int, int]) -> None:
     assert {p["name"] for p, _ in PLANS} == set(NEW)
     sp = spec(policy)
     built = load_policy(sp.policy.name, sp.policy.params)
-    state, nodes, targets = DomainState(), (), []
+    state, targets = DomainState(), []
+    nodes: tuple[Any, ...] = ()
     for now in (1000.0, 1001.0):
         readings = {"celery": Reading("celery", 8.0, now, detail={"ready": 6, "unacked": 2})}
         plan = plan_domain(observation(sp, readings, now, state, nodes), built)
@@ -501,3 +511,31 @@ def test_each_policy_plugs_into_plan_domain(policy: dict[str, Any], expected: tu
     assert tuple(targets) == expected
     if sp.policy.name not in ("schedule", "composite", "ray"):
         assert state.policy_memory, "stateful policies keep their memory across ticks"
+
+
+def test_memory_left_by_another_policy_is_ignored() -> None:
+    run = Run(load_policy("drain_time", {}), actual=2)
+    run.tick(0, 10)
+    assert run.memory["policy"] == "drain_time" and isinstance(run.memory["samples"], int)
+    run.policy = load_policy("threshold", {})  # the domain's policy: block changed
+    assert run.tick(1, 10).target == run.intended
+    assert run.memory["policy"] == "threshold" and run.memory["samples"] == [[1, 10.0]]
+
+
+def test_every_policy_block_in_the_docs_builds() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "policies.md").read_text()
+    found = re.findall(r"```yaml\n(policy:.*?)```", text, re.S)
+    blocks = [yaml.safe_load(b)["policy"] for b in found]
+    documented = {b["name"] for b in blocks}
+    assert documented == set(NEW) | {"fixed", "queue_depth"}
+    for block in blocks:
+        sp = spec(block)
+        assert isinstance(load_policy(sp.policy.name, sp.policy.params), Policy)
+        for field in dataclasses.fields(registry.resolve(sp.policy.name)):
+            if field.init:
+                assert f"`{field.name}`" in text, f"{sp.policy.name}.{field.name} is undocumented"
