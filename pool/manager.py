@@ -28,9 +28,10 @@ from pool.model import (
     Reading,
     UnknownPlugin,
 )
+from pool.leases import Lease, LeaseLost, Leases
 from pool.provisioner import PermanentError, Provisioner, RetryableError, SiteNode
 from pool.redisserver import broker_url_for
-from pool.store import Store
+from pool.store import FencedWrite, Store
 from policies import Policy, load_policy, primary
 from policies.shaping import shape
 from sensors import Sensor, error_text, load_sensor
@@ -331,6 +332,7 @@ class Manager:
         manager_id: str | None = None,
         services: Iterable[DomainService] = (),
         wakeups: bool = True,
+        leases: Leases | None = None,
     ) -> None:
         self.store = store
         self.services = list(services)
@@ -346,6 +348,8 @@ class Manager:
         self._policies: dict[str, tuple[str, Policy | None, str | None]] = {}
         self.wake = threading.Event()
         self.last_plans: dict[str, Plan] = {}
+        self.leases = leases
+        self.lease: Lease | None = None  # the decider role, while this manager holds it
 
     # -- plug-ins, cached per spec ---------------------------------------------------------
     def broker_for(self, spec: DomainSpec) -> str:
@@ -464,10 +468,16 @@ class Manager:
         attrs.update(spec.attributes)
         return attrs
 
-    def apply(self, plan: Plan, spec: DomainSpec) -> None:
+    def _still_leader(self) -> None:
+        """Before any cloud call: refuse to act if a newer manager took the decider role."""
+        if self.leases is not None and self.lease is not None:
+            self.leases.check(self.lease)
+
+    def apply(self, plan: Plan, spec: DomainSpec, *, store: Store | None = None) -> None:
+        store = store or self.store
         now = plan.state.last_decision["time"] if plan.state.last_decision else self.clock()
-        # launch records are written before any machine is asked for
-        self.store.put_nodes([*plan.changed, *plan.launches])
+        # launch records are written before any machine is asked for (a fenced write)
+        store.put_nodes([*plan.changed, *plan.launches])
         events = list(plan.events)
         launched: list[NodeRecord] = []
         records = {r.node_id: r for r in (*plan.changed, *plan.launches)}
@@ -478,6 +488,7 @@ class Manager:
                 userdata = deployable_type(rec.deployable_type).render(self.attributes(spec, rec))
                 tags = {"elastic-pool/domain": rec.domain, "elastic-pool/launch": rec.launch_id,
                         "elastic-pool/node": rec.node_id}
+                self._still_leader()
                 rec.provider_id = self.provisioner.launch(rec, userdata=userdata, now=now, tags=tags)
                 rec.set_state(S.PENDING, now, f"launched on {rec.site}")
                 events.append(("node", {"node": rec.node_id, "from": "REQUESTED", "to": "PENDING", "detail": rec.site}))
@@ -489,28 +500,35 @@ class Manager:
                 events.append(("launch_error", {"node": rec.node_id, "error": str(exc), "permanent": True}))
             launched.append(rec)
         for term in plan.terminations:
-            rec = records.get(term.node_id) or next((n for n in self.store.nodes(spec.name) if n.node_id == term.node_id), None)
+            rec = records.get(term.node_id) or next((n for n in store.nodes(spec.name) if n.node_id == term.node_id), None)
             if rec is None:
                 continue
+            self._still_leader()
             try:
                 self.provisioner.terminate(rec, grace=term.grace, now=now)
             except Exception as exc:  # retried by the doctor's "still there" rule
                 events.append(("terminate_error", {"node": rec.node_id, "error": str(exc)}))
-        self.store.put_nodes(launched)
+        store.put_nodes(launched)
         for rec in plan.forget:
             try:
                 self.provisioner.forget(rec)
             except Exception:
                 pass
-        self.store.forget_nodes(spec.name, [r.node_id for r in plan.forget])
-        self.store.put_state(spec.name, plan.state)
+        store.forget_nodes(spec.name, [r.node_id for r in plan.forget])
+        store.put_state(spec.name, plan.state)
         for kind, data in events:
-            self.store.record(spec.name, kind, now, **data)
+            store.record(spec.name, kind, now, **data)
 
     # -- the tick --------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> list[Plan]:
         """One pass over every domain: observe all, then plan and apply each."""
         now = self.clock() if now is None else now
+        store = self.store
+        if self.leases is not None:
+            self.lease = self.leases.acquire("decider")
+            if self.lease is None:
+                return []  # a standby: another manager decides
+            store = self.store.fenced("decider", self.lease.token)
         listings: dict[str, Mapping[str, SiteNode] | None] = {}
         plans = []
         for spec in self.store.domains():
@@ -525,7 +543,7 @@ class Manager:
             obs = self.observe(spec, now, listings)
             policy, err = self.policy_for(spec)
             plan = plan_domain(obs, policy, policy_error=err)
-            self.apply(plan, spec)
+            self.apply(plan, spec, store=store)
             self.last_plans[spec.name] = plan
             plans.append(plan)
         return plans
@@ -538,9 +556,13 @@ class Manager:
             try:
                 self.tick()
                 failures = 0
+            except (LeaseLost, FencedWrite) as exc:  # deposed mid-tick: stand by, act no more
+                log.warning("lost the decider role: %s", exc)
+                self.lease = None
+                continue
             except Exception as exc:  # the store may be restarting: back off, keep going
                 failures += 1
-                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                delay = min(5.0, 0.25 * 2 ** min(failures, 5))
                 log.error("tick failed (%s); retrying in %.1fs", error_text(exc), delay)
                 stop.wait(delay)
                 continue
@@ -554,7 +576,13 @@ class Manager:
                 time.sleep(gap)
 
     def close(self) -> None:
-        """Stop queue watches and close sensors."""
+        """Stop queue watches, close sensors, hand the decider role over at once."""
+        if self.leases is not None and self.lease is not None:
+            try:
+                self.leases.release("decider")
+            except Exception:
+                pass
+            self.lease = None
         for stop_watch in self._watches.values():
             stop_watch()
         self._watches.clear()

@@ -15,12 +15,62 @@ from pool.model import DomainSpec, DomainState, Heartbeat, NodeRecord
 EVENT_LOG_LENGTH = 2000
 
 
+#: Runs a batch of commands only if the fencing token is still the newest for its role.
+_FENCED = """
+local cur = redis.call('GET', KEYS[1])
+if cur ~= ARGV[1] then return redis.error_reply('FENCED newest token ' .. tostring(cur)) end
+local i = 2
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return 'OK'
+"""
+
+
+class FencedWrite(RuntimeError):
+    """A write refused because a newer fencing token exists for the writer's role."""
+
+
 class Store:
-    """All keys live under ``{namespace}:``; per-domain keys under ``{namespace}:d:{domain}:``."""
+    """All keys live under ``{namespace}:``; per-domain keys under ``{namespace}:d:{domain}:``.
+
+    A copy made with :meth:`fenced` carries a leader role's fencing token: every write it makes
+    runs in one Lua script that first checks the token is still the newest, so a deposed leader's
+    late writes are refused with :class:`FencedWrite`.
+    """
+
+    fence: tuple[str, int] | None = None
 
     def __init__(self, client: redis.Redis, *, namespace: str = "ep") -> None:
         self.r = client
         self.ns = namespace
+        self._fenced_script: Any = None
+
+    def fenced(self, role: str, token: int) -> "Store":
+        """A view of this store whose writes carry ``token`` for ``role``."""
+        view = copy.copy(self)
+        view.fence = (role, token)
+        return view
+
+    def _commit(self, pipe: Any) -> None:
+        if self.fence is None:
+            pipe.execute()
+            return
+        role, token = self.fence
+        args: list[Any] = [token]
+        for command, _options in pipe.command_stack:
+            args += [len(command), *command]
+        pipe.reset()
+        if self._fenced_script is None:
+            self._fenced_script = self.r.register_script(_FENCED)
+        try:
+            self._fenced_script(keys=[self._k("fence", role)], args=args)
+        except redis.ResponseError as exc:
+            if "FENCED" in str(exc):
+                raise FencedWrite(f"write refused: role {role} token {token} is no longer the newest") from None
+            raise
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = "ep", timeout: float = 5.0) -> "Store":
@@ -72,7 +122,9 @@ class Store:
 
     def put_state(self, domain: str, state: DomainState) -> None:
         """The manager's memory; the operator's override lives in a key of its own."""
-        self.r.set(self._d(domain, "state"), state.to_json())
+        pipe = self.r.pipeline(transaction=False)
+        pipe.set(self._d(domain, "state"), state.to_json())
+        self._commit(pipe)
 
     def set_override(self, domain: str, size: int | None) -> None:
         """The operator's manual size (``None`` hands the domain back to its policy)."""
@@ -93,7 +145,7 @@ class Store:
             pipe.hset(self._d(rec.domain, "nodes"), rec.node_id, rec.to_json())
             n += 1
         if n:
-            pipe.execute()
+            self._commit(pipe)
 
     def forget_nodes(self, domain: str, node_ids: Iterable[str]) -> None:
         ids = list(node_ids)
@@ -102,7 +154,7 @@ class Store:
         pipe = self.r.pipeline(transaction=False)
         pipe.hdel(self._d(domain, "nodes"), *ids)
         pipe.delete(*(self.heartbeat_key(domain, i) for i in ids))
-        pipe.execute()
+        self._commit(pipe)
 
     # -- heartbeats (written by agents and by the worker's task signals) -------------------
     def heartbeats(self, domain: str, node_ids: Iterable[str]) -> dict[str, Heartbeat]:
@@ -138,12 +190,14 @@ class Store:
     # -- events -----------------------------------------------------------------------
     def record(self, domain: str, kind: str, now: float, **data: Any) -> None:
         """Append to the domain's bounded event log."""
-        self.r.xadd(
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xadd(
             self._d(domain, "events"),
             {"kind": kind, "time": repr(now), "data": json.dumps(data, default=str)},
             maxlen=EVENT_LOG_LENGTH,
             approximate=True,
         )
+        self._commit(pipe)
 
     def events(self, domain: str, count: int = 20, kind: str | None = None) -> list[dict[str, Any]]:
         """Newest first."""
