@@ -70,6 +70,7 @@ class Termination:
     node_id: str
     grace: float
     reason: str
+    provider_id: str | None = None  # set for zombies: machines no record knows
 
 
 @dataclass(frozen=True)
@@ -185,11 +186,24 @@ def plan_domain(
         if rec.state in UNJOINED_STATES and now - rec.created > t.boot:
             kill(rec, S.FAILED, f"not joined within boot timeout {t.boot:g}s")
             continue
+        if rec.state in (S.STARTED, S.JOINED) and hb is not None and hb.preempt_notice is not None:
+            # the site will reclaim it: replace it now (it stops counting) and let it drain
+            rec.drain_deadline = now + t.drain
+            kill(rec, S.DRAINING, "preemption notice: replaced and draining", grace=t.drain)
+            continue
         if rec.state == S.DRAINING and rec.drain_deadline is not None and now > rec.drain_deadline:
             kill(rec, S.TERMINATING, "drain deadline passed")
             continue
         if rec.state in (S.TERMINATING, S.UNHEALTHY, S.FAILED) and now - rec.since > t.terminate_grace + 15:
             terminations.append(Termination(rec.node_id, 0.0, "still there after terminate: kill"))
+
+    # machines tagged as this domain's that no record knows (e.g. launched by a deposed leader)
+    if obs.site_nodes is not None:
+        for node_id, listed in obs.site_nodes.items():
+            if (listed.running and node_id not in nodes
+                    and listed.tags.get("elastic-pool/domain") == spec.name):
+                terminations.append(Termination(node_id, 0.0, "zombie: no record", listed.provider_id))
+                events.append(("zombie", {"node": node_id, "provider_id": listed.provider_id}))
 
     # -- view ---------------------------------------------------------------------------------
     live = [n for n in nodes.values() if n.state in LIVE_STATES]
@@ -501,6 +515,9 @@ class Manager:
             launched.append(rec)
         for term in plan.terminations:
             rec = records.get(term.node_id) or next((n for n in store.nodes(spec.name) if n.node_id == term.node_id), None)
+            if rec is None and term.provider_id is not None:  # a zombie: end it by its site id
+                rec = NodeRecord(node_id=term.node_id, domain=spec.name, launch_id="", site=spec.site,
+                                 deployable_type=spec.deployable_type, provider_id=term.provider_id)
             if rec is None:
                 continue
             self._still_leader()

@@ -136,6 +136,7 @@ class Heartbeat:
     idle_since: float | None = None  # when the last task ended (None: never busy / busy now)
     workload_alive: bool = True
     draining: bool = False
+    preempt_notice: float | None = None  # when the site warned that it will reclaim the machine
 
 
 @dataclass(frozen=True)

@@ -174,6 +174,7 @@ class Store:
                     idle_since=float(raw["idle_since"]) if raw.get("idle_since") else None,
                     workload_alive=raw.get("workload_alive", "1") == "1",
                     draining=raw.get("draining") == "1",
+                    preempt_notice=float(raw["preempt_notice"]) if raw.get("preempt_notice") else None,
                 )
         return out
 
@@ -251,7 +252,6 @@ class MemoryStore(Store):
         self._nodes: dict[str, dict[str, NodeRecord]] = {}
         self._ordered: dict[str, bool] = {}  # False once a record arrives out of creation order
         self._last_created: dict[str, float] = {}
-        self._beats: dict[str, dict[str, dict[str, Any]]] = {}
         self._hb: dict[str, dict[str, Heartbeat]] = {}
         self._events: dict[str, deque[dict[str, Any]]] = {}
         self._managers: dict[str, dict[str, Any]] = {}
@@ -275,8 +275,7 @@ class MemoryStore(Store):
 
     def delete_domain(self, name: str) -> None:
         tables: list[dict[str, Any]] = [self._domains, self._states, self._overrides, self._nodes,
-                                        self._ordered, self._last_created, self._beats, self._hb,
-                                        self._events]
+                                        self._ordered, self._last_created, self._hb, self._events]
         for table in tables:
             table.pop(name, None)
 
@@ -314,11 +313,9 @@ class MemoryStore(Store):
 
     def forget_nodes(self, domain: str, node_ids: Iterable[str]) -> None:
         table = self._nodes.get(domain, {})
-        beats = self._beats.get(domain, {})
         hbs = self._hb.get(domain, {})
         for node_id in node_ids:
             table.pop(node_id, None)
-            beats.pop(node_id, None)
             hbs.pop(node_id, None)
 
     # -- heartbeats -------------------------------------------------------------------
@@ -329,20 +326,33 @@ class MemoryStore(Store):
         return {i: hbs[i] for i in node_ids if i in hbs}
 
     def beat(self, domain: str, node_id: str, *, time: float | str | None = None, **fields: Any) -> None:
-        """A heartbeat at simulated ``time`` (required) plus whatever else the worker reports."""
+        """A heartbeat at simulated ``time`` (required) plus whatever else the worker reports.
+
+        Fields not given keep their last value, as with the Redis hash; fields a
+        :class:`Heartbeat` does not have are accepted and dropped.
+        """
         if time is None:
             raise ValueError("MemoryStore.beat needs time= (simulated seconds); there is no wall clock here")
-        raw = self._beats.setdefault(domain, {}).setdefault(node_id, {})
-        raw.update(fields)
-        raw["time"] = time
-        idle = raw.get("idle_since")
-        self._hb.setdefault(domain, {})[node_id] = Heartbeat(
+        hbs = self._hb.get(domain)
+        if hbs is None:
+            hbs = self._hb[domain] = {}
+        prev = hbs.get(node_id) or _NO_BEAT
+        if not fields:
+            hbs[node_id] = Heartbeat(time=float(time), ready=prev.ready, active=prev.active,
+                                     idle_since=prev.idle_since, workload_alive=prev.workload_alive,
+                                     draining=prev.draining, preempt_notice=prev.preempt_notice)
+            return
+        get = fields.get
+        idle = get("idle_since", prev.idle_since)
+        notice = get("preempt_notice", prev.preempt_notice)
+        hbs[node_id] = Heartbeat(
             time=float(time),
-            ready=_flag(raw.get("ready"), False),
-            active=max(0, int(raw.get("active", 0) or 0)),
+            ready=_flag(get("ready"), prev.ready),
+            active=max(0, int(get("active", prev.active) or 0)),
             idle_since=float(idle) if idle not in (None, "") else None,
-            workload_alive=_flag(raw.get("workload_alive"), True),
-            draining=_flag(raw.get("draining"), False),
+            workload_alive=_flag(get("workload_alive"), prev.workload_alive),
+            draining=_flag(get("draining"), prev.draining),
+            preempt_notice=float(notice) if notice not in (None, "") else None,
         )
 
     # -- events -----------------------------------------------------------------------
@@ -384,6 +394,9 @@ class MemoryStore(Store):
 
     def clear_shutdown(self) -> None:
         self._shutdown = None
+
+
+_NO_BEAT = Heartbeat(0.0)
 
 
 def _flag(value: Any, default: bool) -> bool:

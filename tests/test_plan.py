@@ -199,3 +199,24 @@ def test_policy_memory_threads_through_ticks() -> None:
         plan = plan_domain(observe([], {}, 0, 1.0, state=state), Counter(), new_ids=ids([0]))
         state = plan.state
     assert state.policy_memory == {"n": 3}
+
+
+def test_zombie_machines_are_terminated() -> None:
+    a = joined("a")
+    obs = observe([a], {"a": Heartbeat(time=99.9, ready=True)}, 1, 100.0)
+    listing = dict(obs.site_nodes or {})
+    listing["ghost"] = SiteNode("ghost", "pid-77", True, {"elastic-pool/domain": "d"})
+    listing["other"] = SiteNode("other", "pid-78", True, {"elastic-pool/domain": "another-domain"})
+    obs = Observation(**{**obs.__dict__, "site_nodes": listing})
+    plan = plan_domain(obs, load_policy("queue_depth", {}), new_ids=ids([0]))
+    zombies = [t for t in plan.terminations if t.reason.startswith("zombie")]
+    assert [(t.node_id, t.provider_id, t.grace) for t in zombies] == [("ghost", "pid-77", 0.0)]
+
+
+def test_preemption_notice_replaces_at_once_and_drains() -> None:
+    a = joined("a")
+    hbs = {"a": Heartbeat(time=99.9, ready=True, active=1, preempt_notice=99.5)}
+    plan = plan_domain(observe([a], hbs, 1, 100.0), load_policy("queue_depth", {}), new_ids=ids([0]))
+    assert plan.changed[0].state == S.DRAINING
+    assert len(plan.launches) == 1  # the replacement starts before the machine goes
+    assert plan.terminations[0].grace == 100.0  # drained, not killed
