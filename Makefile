@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test test-fast lint bench bench-reaction bench-drain bench-overhead clean
+.PHONY: install demo test test-fast lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 test: $(STAMP)
+	bash scripts/ensure-rabbitmq.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)
@@ -28,12 +29,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check pool sensors policies spark tests bench examples
 	$(BIN)/mypy
 
-bench: bench-reaction bench-drain bench-overhead
-	$(BIN)/python bench/report.py
+BENCHES := reaction drain overhead chaos
 
-bench-reaction bench-drain bench-overhead: bench-%: $(STAMP)
-	$(BIN)/python bench/$*.py
-	$(BIN)/python bench/report.py
+bench: $(addprefix bench-,$(BENCHES))
+
+# `make bench-NAME` runs bench/NAME.py, writes bench/results/NAME.json and rewrites BENCHMARKS.md
+bench-%: $(STAMP)
+	$(BIN)/python -m bench.$*
+	$(BIN)/python -m bench.report
+
+chaos: bench-chaos
 
 clean:
 	rm -rf $(VENV) .state build *.egg-info

@@ -63,6 +63,8 @@ class Observation:
     site_available: bool
     readings: Mapping[str, Reading]
     now: float
+    #: when the store answered again after an outage: heartbeats lost in it are not held against nodes
+    store_back_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ def plan_domain(
         if rec.state == S.STARTED and hb is not None and hb.ready:
             move(rec, S.JOINED, "workload pulling work")
         if rec.state in (S.STARTED, S.JOINED, S.DRAINING):
-            last = hb.time if hb is not None else rec.since
+            last = max(hb.time if hb is not None else rec.since, obs.store_back_at)
             if now - last > t.heartbeat_timeout:
                 kill(rec, S.UNHEALTHY, f"no heartbeat for {now - last:.1f}s (timeout {t.heartbeat_timeout:g}s)")
                 continue
@@ -364,6 +366,7 @@ class Manager:
         self.last_plans: dict[str, Plan] = {}
         self.leases = leases
         self.lease: Lease | None = None  # the decider role, while this manager holds it
+        self.store_back_at = 0.0
 
     # -- plug-ins, cached per spec ---------------------------------------------------------
     def broker_for(self, spec: DomainSpec) -> str:
@@ -452,6 +455,7 @@ class Manager:
             site_available=self.provisioner.available(spec.site, now),
             readings=readings,
             now=now,
+            store_back_at=self.store_back_at,
         )
 
     # -- act -------------------------------------------------------------------------------
@@ -571,6 +575,8 @@ class Manager:
         while not stop.is_set():
             started = time.monotonic()
             try:
+                if failures:
+                    self.store_back_at = self.clock()  # agents could not beat while the store was away
                 self.tick()
                 failures = 0
             except (LeaseLost, FencedWrite) as exc:  # deposed mid-tick: stand by, act no more
