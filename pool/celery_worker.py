@@ -39,7 +39,7 @@ class BusyReporter:
                 active = len(state.active_requests)
                 if active == last:
                     continue
-                fields: dict[str, Any] = {"active": active}
+                fields: dict[str | bytes, Any] = {"active": active}
                 if active == 0:
                     fields["idle_since"] = repr(time.time())
                 elif not last:

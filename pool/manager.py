@@ -518,17 +518,18 @@ class Manager:
                 events.append(("launch_error", {"node": rec.node_id, "error": str(exc), "permanent": True}))
             launched.append(rec)
         for term in plan.terminations:
-            rec = records.get(term.node_id) or next((n for n in store.nodes(spec.name) if n.node_id == term.node_id), None)
-            if rec is None and term.provider_id is not None:  # a zombie: end it by its site id
-                rec = NodeRecord(node_id=term.node_id, domain=spec.name, launch_id="", site=spec.site,
-                                 deployable_type=spec.deployable_type, provider_id=term.provider_id)
-            if rec is None:
+            victim = records.get(term.node_id) or next(
+                (n for n in store.nodes(spec.name) if n.node_id == term.node_id), None)
+            if victim is None and term.provider_id is not None:  # a zombie: end it by its site id
+                victim = NodeRecord(node_id=term.node_id, domain=spec.name, launch_id="", site=spec.site,
+                                    deployable_type=spec.deployable_type, provider_id=term.provider_id)
+            if victim is None:
                 continue
             self._still_leader()
             try:
-                self.provisioner.terminate(rec, grace=term.grace, now=now)
+                self.provisioner.terminate(victim, grace=term.grace, now=now)
             except Exception as exc:  # retried by the doctor's "still there" rule
-                events.append(("terminate_error", {"node": rec.node_id, "error": str(exc)}))
+                events.append(("terminate_error", {"node": victim.node_id, "error": str(exc)}))
         store.put_nodes(launched)
         for rec in plan.forget:
             try:

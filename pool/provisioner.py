@@ -104,7 +104,8 @@ class Provisioner:
         self._lock = threading.Lock()
         self.on_event = on_event
 
-    def driver(self, site: str) -> NodeDriver:
+    def driver(self, site: str) -> Any:
+        """The site's libcloud driver (typed loosely: drivers take their own ``ex_`` arguments)."""
         try:
             return self.drivers[site]
         except KeyError:

@@ -180,7 +180,9 @@ class Store:
 
     def beat(self, domain: str, node_id: str, **fields: Any) -> None:
         """An agent's heartbeat: ``time`` plus whatever else it reports."""
-        mapping = {k: ("1" if v is True else "0" if v is False else str(v)) for k, v in fields.items()}
+        mapping: dict[str | bytes, str] = {
+            k: ("1" if v is True else "0" if v is False else str(v)) for k, v in fields.items()
+        }
         mapping.setdefault("time", repr(time.time()))
         key = self.heartbeat_key(domain, node_id)
         pipe = self.r.pipeline(transaction=False)

@@ -17,7 +17,7 @@ def register_drivers() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
-    set_driver("elastic_local", "pool.drivers.local", "LocalNodeDriver")
+    set_driver("elastic_local", "pool.drivers.local", "LocalNodeDriver")  # type: ignore[arg-type]
     set_driver("elastic_sim", "pool.drivers.sim", "SimNodeDriver")  # type: ignore[arg-type]
     _REGISTERED = True
 

@@ -118,7 +118,8 @@ class LocalNodeDriver(NodeDriver):
         )
 
     # -- node API -------------------------------------------------------------------------
-    def create_node(self, name: str, size: NodeSize | None = None, image: NodeImage | None = None,
+    def create_node(self, name: str, size: NodeSize | None = None,  # type: ignore[override]
+                    image: NodeImage | None = None,
                     location: NodeLocation | None = None, ex_userdata: str = "",
                     ex_client_token: str | None = None, ex_tags: dict[str, str] | None = None,
                     ex_env: dict[str, str] | None = None, **kwargs: Any) -> Node:
@@ -169,7 +170,7 @@ class LocalNodeDriver(NodeDriver):
         return [n for n in nodes if ex_include_gone or n.state == NodeState.RUNNING]
 
     def _signal_group(self, node: Node, sig: int, *, leader_only: bool = False) -> bool:
-        rec = self._load(node.id)
+        rec = self._load(str(node.id))
         if rec is None or not self._alive(rec):
             return False
         pid = int(rec["pid"])
