@@ -8,7 +8,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, overload
 
 from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
@@ -241,6 +241,7 @@ class SimMachine:
     stop_requested: float | None = None
     kill_at: float | None = None
     booted: bool = False
+    listed: tuple[NodeState, float | None, Node] | None = field(default=None, repr=False, compare=False)
 
     def alive(self, now: float) -> bool:
         return self.ended is None or now < self.ended
@@ -485,7 +486,11 @@ class SimNodeDriver(NodeDriver):
             if m.ended is not None and m.ended + keep < seen:
                 gone.append(mid)
                 continue
-            out.append(self._node(m, m.state_at(seen, pending)))
+            state = m.state_at(seen, pending)
+            cached = m.listed
+            if cached is None or cached[0] is not state or cached[1] != m.ended:
+                cached = m.listed = (state, m.ended, self._node(m, state))
+            out.append(cached[2])
         for mid in gone:
             del self._visible[mid]
         return out
