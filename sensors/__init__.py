@@ -8,6 +8,8 @@ from pool.model import Reading, Registry
 
 ALIASES: dict[str, str] = {
     "celery": "sensors.celery:CeleryQueueSensor",
+    "spark": "sensors.spark:SparkTasksSensor",
+    "sim_queue": "sensors.simqueue:SimQueueSensor",
 }
 
 registry = Registry("sensor", "elastic_pool.sensors", ALIASES)
