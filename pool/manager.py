@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import socket
@@ -142,7 +141,8 @@ def plan_domain(
     """Doctor, decide, shape and choose actions for one domain. No I/O, no clock reads."""
     spec, now, t = obs.spec, obs.now, obs.spec.timeouts
     events: list[tuple[str, dict[str, Any]]] = []
-    nodes = {n.node_id: copy.deepcopy(n) for n in obs.nodes}
+    # records are copied before they may change; ended ones never change and are shared
+    nodes = {n.node_id: (n if n.state == S.TERMINATED else n.copy()) for n in obs.nodes}
     changed: dict[str, NodeRecord] = {}
     terminations: list[Termination] = []
     forget: list[NodeRecord] = []
@@ -165,7 +165,7 @@ def plan_domain(
             continue
         hb = obs.heartbeats.get(rec.node_id)
         listed = obs.site_nodes.get(rec.node_id) if obs.site_nodes is not None else None
-        if obs.site_nodes is not None and rec.state != S.REQUESTED and not (listed and listed.running):
+        if obs.site_nodes is not None and rec.state != S.REQUESTED and not (listed and listed.alive):
             if rec.state == S.PENDING and listed is None and now - rec.since < LISTING_GRACE:
                 pass  # the listing may lag the launch
             else:
@@ -185,8 +185,8 @@ def plan_domain(
             if hb is not None and not hb.workload_alive and rec.state != S.DRAINING:
                 kill(rec, S.UNHEALTHY, "workload process died")
                 continue
-        if rec.state in UNJOINED_STATES and now - rec.created > t.boot:
-            kill(rec, S.FAILED, f"not joined within boot timeout {t.boot:g}s")
+        if rec.state in (S.PENDING, S.STARTED) and now - (rec.entered(S.PENDING) or rec.created) > t.boot:
+            kill(rec, S.FAILED, f"not joined within boot timeout {t.boot:g}s of launch")
             continue
         if rec.state in (S.STARTED, S.JOINED) and hb is not None and hb.preempt_notice is not None:
             # the site will reclaim it: replace it now (it stops counting) and let it drain
@@ -202,7 +202,7 @@ def plan_domain(
     # machines tagged as this domain's that no record knows (e.g. launched by a deposed leader)
     if obs.site_nodes is not None:
         for node_id, listed in obs.site_nodes.items():
-            if (listed.running and node_id not in nodes
+            if (listed.alive and node_id not in nodes
                     and listed.tags.get("elastic-pool/domain") == spec.name):
                 terminations.append(Termination(node_id, 0.0, "zombie: no record", listed.provider_id))
                 events.append(("zombie", {"node": node_id, "provider_id": listed.provider_id}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import enum
 import json
 import re
@@ -67,6 +68,12 @@ class NodeRecord:
     history: list[tuple[str, float, str]] = field(default_factory=list)
     provider_id: str | None = None  # the site's id for the machine
     drain_deadline: float | None = None
+
+    def copy(self) -> "NodeRecord":
+        """A copy that can change state without touching this one (history entries are immutable)."""
+        twin = copy.copy(self)
+        twin.history = list(self.history)
+        return twin
 
     def set_state(self, new: NodeState, now: float, detail: str = "") -> None:
         """Move to ``new`` or raise :class:`IllegalTransition`; keeps ``(state, time, detail)``."""

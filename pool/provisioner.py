@@ -91,6 +91,7 @@ class SiteNode:
     provider_id: str
     running: bool
     tags: Mapping[str, str]
+    alive: bool = True  # listed in any state but ended (pending, starting, running, ...)
 
 
 class Provisioner:
@@ -170,7 +171,8 @@ class Provisioner:
         for node in driver.list_nodes():
             tags = node.extra.get("tags") or {}
             node_id = tags.get("elastic-pool/node") or node.name
-            out[node_id] = SiteNode(node_id, str(node.id), node.state == CloudState.RUNNING, tags)
+            alive = node.state not in (CloudState.TERMINATED, CloudState.STOPPED, CloudState.ERROR)
+            out[node_id] = SiteNode(node_id, str(node.id), node.state == CloudState.RUNNING, tags, alive)
         return out
 
     def forget(self, record: NodeRecord) -> None:
