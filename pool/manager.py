@@ -141,24 +141,30 @@ def plan_domain(
     """Doctor, decide, shape and choose actions for one domain. No I/O, no clock reads."""
     spec, now, t = obs.spec, obs.now, obs.spec.timeouts
     events: list[tuple[str, dict[str, Any]]] = []
-    # records are copied before they may change; ended ones never change and are shared
-    nodes = {n.node_id: (n if n.state == S.TERMINATED else n.copy()) for n in obs.nodes}
+    nodes = {n.node_id: n for n in obs.nodes}  # copied on first change: the observation stays intact
     changed: dict[str, NodeRecord] = {}
     terminations: list[Termination] = []
     forget: list[NodeRecord] = []
 
-    def move(rec: NodeRecord, new: NodeState, detail: str) -> None:
-        old = rec.state
-        rec.set_state(new, now, detail)
-        changed[rec.node_id] = rec
-        events.append(("node", {"node": rec.node_id, "from": old.value, "to": new.value, "detail": detail}))
+    def move(rec: NodeRecord, new: NodeState, detail: str, *, drain_deadline: float | None = None) -> NodeRecord:
+        twin = changed.get(rec.node_id)
+        if twin is None:
+            twin = changed[rec.node_id] = nodes[rec.node_id] = rec.copy()
+        old = twin.state
+        twin.set_state(new, now, detail)
+        if drain_deadline is not None:
+            twin.drain_deadline = drain_deadline
+        events.append(("node", {"node": twin.node_id, "from": old.value, "to": new.value, "detail": detail}))
+        return twin
 
-    def kill(rec: NodeRecord, new: NodeState, detail: str, grace: float = 0.0) -> None:
-        move(rec, new, detail)
-        terminations.append(Termination(rec.node_id, grace, detail))
+    def kill(rec: NodeRecord, new: NodeState, detail: str, grace: float = 0.0,
+             drain_deadline: float | None = None) -> NodeRecord:
+        twin = move(rec, new, detail, drain_deadline=drain_deadline)
+        terminations.append(Termination(twin.node_id, grace, detail))
+        return twin
 
     # -- doctor: lifecycle from heartbeats and the site's listing ----------------------------
-    for rec in nodes.values():
+    for rec in obs.nodes:
         if rec.state == S.TERMINATED:
             if now - rec.since > TERMINATED_RETENTION:
                 forget.append(rec)
@@ -170,13 +176,13 @@ def plan_domain(
                 pass  # the listing may lag the launch
             else:
                 if rec.state in (S.PENDING, S.STARTED, S.JOINED):
-                    move(rec, S.UNHEALTHY, "machine gone")
+                    rec = move(rec, S.UNHEALTHY, "machine gone")
                 move(rec, S.TERMINATED, "machine gone" if rec.state == S.UNHEALTHY else "ended")
                 continue
         if rec.state == S.PENDING and hb is not None:
-            move(rec, S.STARTED, "agent heartbeat")
+            rec = move(rec, S.STARTED, "agent heartbeat")
         if rec.state == S.STARTED and hb is not None and hb.ready:
-            move(rec, S.JOINED, "workload pulling work")
+            rec = move(rec, S.JOINED, "workload pulling work")
         if rec.state in (S.STARTED, S.JOINED, S.DRAINING):
             last = max(hb.time if hb is not None else rec.since, obs.store_back_at)
             if now - last > t.heartbeat_timeout:
@@ -190,8 +196,8 @@ def plan_domain(
             continue
         if rec.state in (S.STARTED, S.JOINED) and hb is not None and hb.preempt_notice is not None:
             # the site will reclaim it: replace it now (it stops counting) and let it drain
-            rec.drain_deadline = now + t.drain
-            kill(rec, S.DRAINING, "preemption notice: replaced and draining", grace=t.drain)
+            kill(rec, S.DRAINING, "preemption notice: replaced and draining", grace=t.drain,
+                 drain_deadline=now + t.drain)
             continue
         if rec.state == S.DRAINING and rec.drain_deadline is not None and now > rec.drain_deadline:
             kill(rec, S.TERMINATING, "drain deadline passed")
@@ -262,7 +268,7 @@ def plan_domain(
         state.recent.append((now, bounded))
 
     # -- place + act ----------------------------------------------------------------------------
-    launches = [n for n in live if n.state == S.REQUESTED]  # earlier launches not yet accepted
+    launches = [n.copy() for n in live if n.state == S.REQUESTED]  # earlier launches not yet accepted
     delta = decision.target - len(live)
     if delta > 0:
         if obs.site_available:
@@ -278,13 +284,13 @@ def plan_domain(
     elif delta < 0:
         for rec in choose_victims(live, obs.heartbeats, -delta, now=now, idle_timeout=spec.scaling.idle_timeout):
             hb = obs.heartbeats.get(rec.node_id)
-            if rec.state == S.JOINED and hb is not None and hb.active > 0:
-                rec.drain_deadline = now + t.drain
-                kill(rec, S.DRAINING, f"scale-in: drain busy worker (deadline {t.drain:g}s)", grace=t.drain)
-            else:
-                kill(rec, S.TERMINATING, f"scale-in: {rec.state.value.lower()} worker", grace=t.terminate_grace)
             if rec in launches:
                 launches.remove(rec)
+            if rec.state == S.JOINED and hb is not None and hb.active > 0:
+                kill(rec, S.DRAINING, f"scale-in: drain busy worker (deadline {t.drain:g}s)", grace=t.drain,
+                     drain_deadline=now + t.drain)
+            else:
+                kill(rec, S.TERMINATING, f"scale-in: {rec.state.value.lower()} worker", grace=t.terminate_grace)
         state.last_scale_down = now
 
     # -- record ----------------------------------------------------------------------------------

@@ -171,8 +171,9 @@ class Provisioner:
         for node in driver.list_nodes():
             tags = node.extra.get("tags") or {}
             node_id = tags.get("elastic-pool/node") or node.name
-            alive = node.state not in (CloudState.TERMINATED, CloudState.STOPPED, CloudState.ERROR)
-            out[node_id] = SiteNode(node_id, str(node.id), node.state == CloudState.RUNNING, tags, alive)
+            state = node.state  # libcloud's states are singletons: identity is exact and much faster
+            alive = not (state is CloudState.TERMINATED or state is CloudState.STOPPED or state is CloudState.ERROR)
+            out[node_id] = SiteNode(node_id, str(node.id), state is CloudState.RUNNING, tags, alive)
         return out
 
     def forget(self, record: NodeRecord) -> None:
