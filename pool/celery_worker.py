@@ -54,10 +54,16 @@ class BusyReporter:
         threading.Thread(target=loop, name="busy-reporter", daemon=True).start()
 
 
-def worker_pool(pool: str, concurrency: int) -> str:
-    """``auto``: the solo pool for one task at a time (no forked child: faster boot, less memory)."""
+def worker_pool(pool: str, concurrency: int, *, broker: str = "") -> str:
+    """``auto``: for one task at a time no forked child (faster boot, less memory): the solo pool
+    on Redis, the threads pool on AMQP. The solo pool runs the task inside kombu's event loop, so
+    on AMQP it sends no heartbeats during a task, and the late ack it queues there may wait for
+    the loop's next timer (seen: up to 10 s idle with messages ready, and a worker drained in that
+    window never acked, so its last task ran twice)."""
     if pool == "auto":
-        return "solo" if concurrency == 1 else "prefork"
+        if concurrency > 1:
+            return "prefork"
+        return "threads" if broker.startswith(("amqp", "pyamqp")) else "solo"
     return pool
 
 
@@ -104,7 +110,8 @@ def main() -> None:
             "worker",
             "-Q", env.get("POOL_QUEUE", "celery"),
             "-c", env.get("POOL_CONCURRENCY", "1"),
-            "-P", worker_pool(env.get("POOL_CELERY_POOL", "auto"), int(env.get("POOL_CONCURRENCY", "1"))),
+            "-P", worker_pool(env.get("POOL_CELERY_POOL", "auto"), int(env.get("POOL_CONCURRENCY", "1")),
+                              broker=broker),
             "-n", f"{env['POOL_NODE_ID']}@%h",
             "-l", env.get("POOL_LOGLEVEL", "WARNING"),
             "-O", "fair",

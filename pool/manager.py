@@ -396,6 +396,8 @@ class Manager:
             params.setdefault("broker", self.broker_for(spec))
             if spec.celery is not None:
                 params.setdefault("queue", spec.celery.queue)
+                # AMQP: in-flight messages are bounded by consumers x prefetch (one per task slot)
+                params.setdefault("prefetch", spec.celery.concurrency)
             params.setdefault("timeout", spec.sensor.timeout)
         return params
 

@@ -256,7 +256,8 @@ class CelerySpec(_Spec):
     queue: str = Field("celery", min_length=1)
     concurrency: int = Field(1, ge=1, le=256)
     pool: Literal["auto", "prefork", "solo", "threads"] = Field(
-        "auto", description="Celery execution pool; auto = solo for concurrency 1, else prefork"
+        "auto", description="Celery execution pool; auto = solo (Redis) or threads (AMQP) for "
+        "concurrency 1, else prefork"
     )
     visibility_timeout: float = Field(
         30.0, gt=0, description="Redis broker: seconds before an unacked task is redelivered"

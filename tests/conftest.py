@@ -150,3 +150,22 @@ def demo_producer(broker: str) -> Iterator[object]:
 
 
 os.environ.setdefault("C_FORCE_ROOT", "1")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A private RabbitMQ node for this session (own name, ports, epmd, cookie and directories).
+
+    Installs Debian's rabbitmq-server first when it is missing (scripts/ensure-rabbitmq.sh);
+    skips, saying why, only where that is impossible.
+    """
+    from tests.rabbitmq import RabbitNode, ensure_installed
+
+    why = ensure_installed()
+    if why:
+        pytest.skip(why)
+    node = RabbitNode.start(tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        yield node
+    finally:
+        node.stop()

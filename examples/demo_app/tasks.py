@@ -13,10 +13,12 @@ _clients: dict = {}
 
 
 def _redis() -> redis.Redis:
+    """Where completions are counted: ``DEMO_RESULTS`` (a Redis URL) if set, else the broker
+    (which must then be Redis; set ``DEMO_RESULTS`` when the broker is RabbitMQ)."""
     pid = os.getpid()
     if pid not in _clients:
         _clients.clear()
-        _clients[pid] = redis.Redis.from_url(app.conf.broker_url)
+        _clients[pid] = redis.Redis.from_url(os.environ.get("DEMO_RESULTS") or app.conf.broker_url)
     return _clients[pid]
 
 
