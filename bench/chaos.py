@@ -162,13 +162,15 @@ def wait_done(c: Cluster, n: int, timeout: float) -> None:
 
 
 def kill_busy_workers(*, tasks: int = 2000, seconds: float = 0.05, fraction: float = 0.3, max_size: int = 6,
-                      broker_url: str | None = None, broker: str = "redis", seed: int = 1) -> Audit:
+                      broker_url: str | None = None, broker: str = "redis", seed: int = 1,
+                      sensor: dict[str, Any] | None = None) -> Audit:
     """SIGKILL a fraction of the busy workers at random while a backlog drains."""
     rng = random.Random(seed)
     c = Cluster(broker_url=broker_url)
     try:
         c.start_manager()
-        c.apply("drain", max_size=max_size, policy={"name": "queue_depth", "tasks_per_worker": 20})
+        extra = {"sensor": sensor} if sensor else {}
+        c.apply("drain", max_size=max_size, policy={"name": "queue_depth", "tasks_per_worker": 20}, **extra)
         ids = range(tasks)
         c.submit("drain", ids, seconds)
         killed: set[str] = set()
@@ -190,6 +192,21 @@ def kill_busy_workers(*, tasks: int = 2000, seconds: float = 0.05, fraction: flo
         return c.audit("kill 30% of busy workers", "drain", ids, broker, killed=len(killed), busy_seen=len(seen_busy))
     finally:
         c.close()
+
+
+def kill_busy_workers_rabbitmq(**kw: Any) -> Audit:
+    """The same on a private RabbitMQ node (own name, ports, epmd), started and stopped here."""
+    from tests.rabbitmq import RabbitNode, ensure_installed
+
+    why = ensure_installed()
+    if why:
+        raise RuntimeError(f"RabbitMQ unavailable: {why}")
+    node = RabbitNode.start(Path(tempfile.mkdtemp(prefix="ep-chaos-rabbit-")))
+    try:
+        return kill_busy_workers(broker_url=node.amqp_url, broker="rabbitmq",
+                                 sensor={"name": "celery", "management_url": node.management_url}, **kw)
+    finally:
+        node.stop()
 
 
 def kill_decider(*, size: int = 20) -> Audit:
@@ -304,6 +321,7 @@ def cut_heartbeats() -> Audit:
 
 SCENARIOS: dict[str, Callable[..., Audit]] = {
     "kill-busy": kill_busy_workers,
+    "kill-busy-rabbitmq": kill_busy_workers_rabbitmq,
     "kill-decider": kill_decider,
     "pause-decider": pause_decider,
     "restart-redis": restart_redis,
