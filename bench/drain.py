@@ -50,7 +50,7 @@ def main() -> None:
                 for t in threads:
                     t.join()
                 for pool in ("elastic", "fixed"):
-                    wait_until(lambda: results[pool].hlen("demo:done") >= (b + 1) * BURST, 600,
+                    wait_until(lambda pool=pool, b=b: results[pool].hlen("demo:done") >= (b + 1) * BURST, 600,
                                f"{pool} burst {b + 1}", poll=0.2)
                 ends = {pool: max(float(results[pool].hget("demo:finished", i) or 0) for i in ids)
                         for pool in ("elastic", "fixed")}

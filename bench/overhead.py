@@ -54,7 +54,7 @@ def main() -> None:
                         rates[kind].append(drain_rate(sensor, TASKS))
                     finally:
                         bench.store.set_override(name, 0)
-                        wait_until(lambda: not bench.live(name), 60, "the managed worker to stop")
+                        wait_until(lambda name=name: not bench.live(name), 60, "the managed worker to stop")
                 sensor.close()
                 print(f"round {rnd + 1} {kind}: {rates[kind][-1]:.0f} tasks/s", flush=True)
     ratio = median(rates["managed"]) / median(rates["plain"])

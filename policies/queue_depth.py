@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Mapping
 
-from pool.model import Decision, DomainView, Reading
 from policies import primary
+from pool.model import Decision, DomainView, Reading
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pool.model import Decision, DomainView, Reading
 from policies import primary
+from pool.model import Decision, DomainView, Reading
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,10 @@ class SparkTasks:
     """``target = ceil(allocation_ratio × (pending + running) / slots_per_worker)``.
 
     Pending and running tasks come from the ``spark`` sensor (its value is pending + running; its
-    ``pending``, ``running`` and ``slots_per_worker`` details are used when present). Growth is
+    ``pending``, ``running`` and ``slots_per_worker`` details are used when present). An
+    application that has just started and waits for its first executors gets
+    ``initial_workers`` at once, before it submits a task (Spark's initialExecutors), so its
+    executors boot while its driver prepares the first stage. Growth is
     ramped like Spark's dynamic allocation: at most ``step`` workers are added per round, rounds are
     ``ramp_interval`` seconds apart, and ``step`` doubles (1, 2, 4, ...) while each round adds its
     full step; it resets to 1 once the backlog is covered. Shrinking follows the backlog at once:
@@ -36,6 +39,9 @@ class SparkTasks:
         exponential_ramp: ramp up as above; False jumps straight to the target (the manager's
             ``scaling.scale_up_limit`` still applies).
         ramp_interval: seconds between two ramp rounds (Spark's sustainedSchedulerBacklogTimeout).
+        initial_workers: workers for each application waiting for its first executors (>= 0).
+        initial_window: only applications younger than this many seconds count as just started
+            (an idle notebook that lost its workers long ago does not bring one back by itself).
         sensor: which reading to use when the domain has several (default: the first).
     """
 
@@ -43,6 +49,8 @@ class SparkTasks:
     allocation_ratio: float = 1.0
     exponential_ramp: bool = True
     ramp_interval: float = 1.0
+    initial_workers: int = 1
+    initial_window: float = 60.0
     sensor: str | None = None
 
     def __post_init__(self) -> None:
@@ -54,9 +62,13 @@ class SparkTasks:
         ratio = self.allocation_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
             raise ValueError(f"allocation_ratio must be a number in (0, 1], got {ratio!r}")
-        interval = self.ramp_interval
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0:
-            raise ValueError(f"ramp_interval must be a number of seconds >= 0, got {interval!r}")
+        for name in ("ramp_interval", "initial_window"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        initial = self.initial_workers
+        if isinstance(initial, bool) or not isinstance(initial, int) or initial < 0:
+            raise ValueError(f"initial_workers must be a whole number >= 0, got {initial!r}")
 
     def decide(self, view: DomainView, readings: Mapping[str, Reading], now: float) -> Decision:
         reading = primary(readings, self.sensor)
@@ -70,6 +82,13 @@ class SparkTasks:
         needed = math.ceil(self.allocation_ratio * (pending + running) / slots - 1e-9)
         inputs = {"pending": pending, "running": running, "slots_per_worker": slots, "needed": needed}
         head = f"{pending:g} pending + {running:g} running tasks / {slots} slots per worker -> {needed}"
+        waiting = int(detail.get("waiting_apps", 0))
+        if waiting and float(detail.get("waiting_app_age", math.inf)) <= self.initial_window:
+            initial = waiting * self.initial_workers
+            if initial > needed:
+                needed = initial
+                head += f"; {waiting} new application(s) waiting for executors -> {needed}"
+            inputs["needed"] = needed
         if needed <= view.actual or not self.exponential_ramp:
             return Decision(needed, head, inputs, memory={"step": 1, "at": None})
         step = max(1, int(view.memory.get("step", 1)))

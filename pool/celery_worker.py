@@ -17,6 +17,7 @@ import redis
 from celery import signals
 from celery.app.utils import find_app
 
+
 class BusyReporter:
     """Samples the worker's running tasks (Celery's own ``active_requests``) in the main process.
 

@@ -19,6 +19,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from pool.leases import Leases
 from pool.model import (
     NodeState,
     PluginParamError,
@@ -30,6 +31,8 @@ from pool.redisserver import RedisUnavailable, resolve_url, state_dir, stop_embe
 from pool.store import Store
 
 console = Console()
+#: Sites that `pool up` runs domains on.
+LIVE_SITES = ("local",)
 err_console = Console(stderr=True)
 
 
@@ -74,7 +77,9 @@ def _manager_pidfile() -> Path:
               help="seconds between decider ticks")
 @click.option("--drain-timeout", default=900.0, show_default=True, help="seconds `pool down` waits for drains")
 @click.option("--quiet", is_flag=True, help="no per-tick status line")
-def up(interval: float, drain_timeout: float, quiet: bool) -> None:
+@click.option("--lease-ttl", default=5.0, show_default=True, type=click.FloatRange(min=0.5),
+              help="seconds a leader role outlives its holder's last renewal")
+def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float) -> None:
     """Run the domain manager in the foreground (Ctrl-C stops it; workers keep running)."""
     from pool.drivers import make_driver
     from pool.manager import Manager
@@ -82,7 +87,12 @@ def up(interval: float, drain_timeout: float, quiet: bool) -> None:
 
     url, store = open_store(start=True)
     provisioner = Provisioner({"local": make_driver("local")})
-    manager = Manager(store=store, provisioner=provisioner, redis_url=url)
+    from spark.master import SparkMasterService
+
+    manager_id = f"{socket.gethostname()}-{os.getpid()}"
+    leases = Leases(store.r, namespace=store.ns, holder=manager_id, ttl=lease_ttl)
+    manager = Manager(store=store, provisioner=provisioner, redis_url=url, services=[SparkMasterService()],
+                      leases=leases, manager_id=manager_id)
     store.clear_shutdown()
     store.register_manager(manager.manager_id, {"pid": os.getpid(), "host": socket.gethostname(),
                                                 "started": time.time()})
@@ -170,8 +180,35 @@ def down(timeout: float, keep_redis: bool) -> None:
             fail("some workers did not drain in time", code=1)
     store.clear_shutdown()
     console.print("manager stopped; workers terminated")
+    from spark.master import stop_masters
+
+    for domain in stop_masters():
+        console.print(f"spark master of {domain} stopped")
     if not os.environ.get("REDIS_URL") and not keep_redis and stop_embedded():
         console.print("embedded Redis stopped (state kept on disk)")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def status(as_json: bool) -> None:
+    """Managers, and which one holds which leader role."""
+    _, store = open_store(start=False)
+    holders = Leases(store.r, namespace=store.ns, holder="-").holders()
+    managers = store.managers()
+    if as_json:
+        click.echo(json.dumps({"managers": managers, "roles": holders}, indent=2))
+        return
+    table = Table("MANAGER", "PID", "HOST", "LAST SEEN", "ROLES")
+    now = time.time()
+    for mid, info in sorted(managers.items()):
+        roles = [r for r, h in holders.items() if h["holder"] == mid]
+        seen = info.get("seen") or info.get("started")
+        table.add_row(mid, str(info.get("pid", "")), str(info.get("host", "")),
+                      f"{now - seen:.1f}s ago" if seen else "-", ", ".join(roles) or "standby")
+    console.print(table)
+    for role, h in holders.items():
+        console.print(f"role {role}: " + (f"{h['holder']} (token {h['token']}, {h['ttl_s']:.1f}s left)"
+                                         if h["holder"] else "free"))
 
 
 # ---------------------------------------------------------------------------
@@ -205,8 +242,9 @@ def validate_spec(data: Any) -> Any:
         deployable_type(spec.deployable_type)
     except UnknownPlugin as exc:
         raise SpecError(f"invalid domain spec: deployable_type: {exc}") from None
-    if spec.site not in BUILTIN_SITES:
-        raise SpecError(f"invalid domain spec: site: unknown site {spec.site!r}; valid: {', '.join(BUILTIN_SITES)}")
+    if spec.site not in LIVE_SITES:
+        other = " (sim runs under `pool simulate`)" if spec.site in BUILTIN_SITES else ""
+        raise SpecError(f"invalid domain spec: site: unknown site {spec.site!r}{other}; valid: {', '.join(LIVE_SITES)}")
     if spec.celery and spec.celery.path and not Path(spec.celery.path).is_dir():
         raise SpecError(f"invalid domain spec: celery.path: {spec.celery.path!r} is not a directory")
     return spec
@@ -281,14 +319,15 @@ def ls(as_json: bool) -> None:
     table = Table("DOMAIN", "POLICY", "SENSOR", "VALUE", "INTENDED", "ACTUAL", "JOINED", "MIN/MAX", "OVERRIDE")
     for r in rows:
         value = f"[red]{r['error']}[/]" if r["error"] else ("-" if r["value"] is None else f"{r['value']:g}")
-        table.add_row(r["domain"], r["policy"], r["sensor"], value, str(r["intended"]), str(r["actual"]),
+        table.add_row(str(r["domain"]), str(r["policy"]), str(r["sensor"]), value, str(r["intended"]), str(r["actual"]),
                       str(r["joined"]), f"{r['min']}/{r['max']}", "auto" if r["override"] is None else str(r["override"]))
     console.print(table)
 
 
 @main.command()
 @click.argument("name")
-@click.option("--events", "n_events", default=10, show_default=True, help="how many recent decisions to show")
+@click.option("--events", "n_events", default=10, show_default=True, type=click.IntRange(min=0),
+              help="how many recent decisions to show")
 @click.option("--json", "as_json", is_flag=True)
 def show(name: str, n_events: int, as_json: bool) -> None:
     """One domain: nodes by state, last readings, last decisions with reasons."""
@@ -299,7 +338,7 @@ def show(name: str, n_events: int, as_json: bool) -> None:
     st = store.get_state(name)
     nodes = store.nodes(name)
     hbs = store.heartbeats(name, [n.node_id for n in nodes])
-    decisions = store.events(name, n_events, kind="decision")
+    decisions = store.events(name, n_events, kind="decision") if n_events else []
     if as_json:
         click.echo(json.dumps({
             "spec": json.loads(spec.model_dump_json()),
@@ -382,6 +421,13 @@ def events(name: str, count: int) -> None:
         kind = e.pop("kind")
         click.echo(f"{stamp} {kind:10s} " + " ".join(f"{k}={v}" for k, v in e.items()))
 
+
+from spark.cli import spark as spark_commands  # noqa: E402  (the `pool spark` group)
+
+main.add_command(spark_commands)
+from pool.simulate_cli import simulate  # noqa: E402  (`pool simulate`)
+
+main.add_command(simulate)
 
 if __name__ == "__main__":
     main()

@@ -56,7 +56,38 @@ exec ${python} -m pool.agent
 """,
 )
 
-DEPLOYABLE_TYPES: dict[str, DeployableType] = {CELERY_WORKER.name: CELERY_WORKER}
+SPARK_WORKER = DeployableType(
+    name="spark-worker",
+    required=("python", "redis_url", "namespace", "domain", "node_id", "launch_id", "heartbeat_interval",
+              "master_url", "master_ui", "spark_host", "worker_cores", "worker_memory", "daemon_memory",
+              "decommission", "decommission_signal", "drain_timeout"),
+    template="""#!/bin/bash
+# elastic-pool contextualization: spark-worker
+# Joins the domain's Spark master on boot: the agent heartbeats, runs a Spark standalone Worker
+# with this node's cores and memory, and decommissions it gracefully when the node is drained.
+set -euo pipefail
+export POOL_REDIS_URL=${redis_url}
+export POOL_NAMESPACE=${namespace}
+export POOL_DOMAIN=${domain}
+export POOL_NODE_ID=${node_id}
+export POOL_LAUNCH_ID=${launch_id}
+export POOL_HEARTBEAT_INTERVAL=${heartbeat_interval}
+export POOL_WORKLOAD=spark
+export POOL_SPARK_MASTER=${master_url}
+export POOL_SPARK_MASTER_UI=${master_ui}
+export POOL_SPARK_HOST=${spark_host}
+export POOL_SPARK_CORES=${worker_cores}
+export POOL_SPARK_MEMORY=${worker_memory}
+export POOL_SPARK_DAEMON_MEMORY=${daemon_memory}
+export POOL_SPARK_DECOMMISSION=${decommission}
+export POOL_SPARK_DECOMMISSION_SIGNAL=${decommission_signal}
+export POOL_SPARK_DRAIN_TIMEOUT=${drain_timeout}
+exec ${python} -m pool.agent
+""",
+)
+
+DEPLOYABLE_TYPES: dict[str, DeployableType] = {CELERY_WORKER.name: CELERY_WORKER,
+                                               SPARK_WORKER.name: SPARK_WORKER}
 
 
 def deployable_type(name: str) -> DeployableType:

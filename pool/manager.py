@@ -12,7 +12,10 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
+from policies import Policy, load_policy, primary
+from policies.shaping import shape
 from pool.images import deployable_type
+from pool.leases import Lease, LeaseLost, Leases
 from pool.model import (
     LIVE_STATES,
     UNJOINED_STATES,
@@ -27,12 +30,9 @@ from pool.model import (
     Reading,
     UnknownPlugin,
 )
-from pool.leases import Lease, LeaseLost, Leases
 from pool.provisioner import PermanentError, Provisioner, RetryableError, SiteNode
 from pool.redisserver import broker_url_for
 from pool.store import FencedWrite, Store
-from policies import Policy, load_policy, primary
-from policies.shaping import shape
 from sensors import Sensor, error_text, load_sensor
 
 log = logging.getLogger("elastic_pool.manager")
@@ -297,7 +297,8 @@ def plan_domain(
     previous_reason = (obs.state.last_decision or {}).get("reason")
     if errors and decision.reason != previous_reason:
         events.extend(errors)
-    if decision.target != obs.state.intended or delta != 0 or state.override != obs.state.override:
+    acted = any(kind == "node" for kind, _ in events)  # launches, scale-in, doctor moves
+    if decision.target != obs.state.intended or acted or state.override != obs.state.override:
         events.append(("decision", {"target": decision.target, "actual": view.actual, "reason": decision.reason,
                                     "inputs": dict(decision.inputs), "value": value}))
     state.intended = decision.target

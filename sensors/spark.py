@@ -23,8 +23,10 @@ class SparkTasksSensor:
     - ``/api/v1/applications/<id>/executors``: live executors and their free task slots
       (``maxTasks - activeTasks``).
 
-    The value is pending + running tasks. A master or driver UI that does not answer gives a
-    reading with ``error`` set (one line), never an exception.
+    The value is pending + running tasks; ``waiting_apps`` and ``waiting_app_age`` (seconds since
+    the youngest of them started) tell of applications still waiting for their first executors.
+    A master or driver UI that does not answer gives a reading with ``error`` set (one line),
+    never an exception.
 
     Parameters:
         master_ui: the master's web UI (``http://127.0.0.1:PORT``); the domain's master service
@@ -33,14 +35,18 @@ class SparkTasksSensor:
         worker_memory: memory one worker offers (``512m``); an application asking more per
             executor can never run on this domain, which is reported as an error.
         timeout: seconds before one request gives up.
+        min_interval: a read sooner than this many seconds after the last one answers with the
+            last reading again, so that a fast decider does not load the drivers.
     """
 
     master_ui: str | None = None
     worker_cores: int | str = 1
     worker_memory: str | None = None
     timeout: float = 2.0
+    min_interval: float = 1.0
     name: str = "spark"
     _drivers: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _last: Reading | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         try:
@@ -55,6 +61,13 @@ class SparkTasksSensor:
             raise ValueError(f"master_ui {self.master_ui!r}: expected the master's web UI, http://host:port")
 
     def read(self, now: float) -> Reading:
+        last = self._last
+        if last is not None and 0 <= now - last.time < self.min_interval:
+            return last
+        self._last = self._read(now)
+        return self._last
+
+    def _read(self, now: float) -> Reading:
         if not self.master_ui:
             return Reading(self.name, None, now,
                            error="no Spark master for this domain yet (the manager starts it: `pool up`)")
@@ -63,14 +76,17 @@ class SparkTasksSensor:
         except Unreachable as exc:
             return Reading(self.name, None, now, error=str(exc))
         apps = [a for a in state.get("activeapps", []) if a.get("state") in ("RUNNING", "WAITING")]
+        waiting = [a for a in apps if a.get("state") == "WAITING"]
         detail: dict[str, float] = {
             "apps": len(apps),
-            "waiting_apps": sum(1 for a in apps if a.get("state") == "WAITING"),
+            "waiting_apps": len(waiting),
             "workers": float(state.get("aliveworkers", len(state.get("workers", [])))),
             "cores": float(state.get("cores", 0)),
             "coresused": float(state.get("coresused", 0)),
             "slots_per_worker": float(self.worker_cores),
         }
+        if waiting:  # seconds since the youngest application waiting for its first executors started
+            detail["waiting_app_age"] = min(float(a.get("duration", 0)) for a in waiting) / 1000.0
         pending = running = executors = free = 0
         errors: list[str] = []
         for app in apps:
@@ -123,3 +139,4 @@ class SparkTasksSensor:
 
     def close(self) -> None:
         self._drivers.clear()
+        self._last = None

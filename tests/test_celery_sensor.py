@@ -6,9 +6,9 @@ import time
 
 from kombu import Connection, Exchange, Queue
 
+from pool.redisserver import broker_url_for, free_port
 from sensors import load_sensor
 from sensors.celery import CeleryQueueSensor
-from pool.redisserver import broker_url_for, free_port
 
 
 def test_counts_ready_priority_and_unacked(redis_url: str) -> None:

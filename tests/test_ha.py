@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from policies import load_policy
 from pool.drivers.local import LocalNodeDriver
 from pool.leases import LeaseLost, Leases
 from pool.manager import Manager, Observation, plan_domain
 from pool.model import DomainState, NodeRecord, NodeState, parse_domain_spec
 from pool.provisioner import Provisioner
 from pool.store import FencedWrite, Store
-from policies import load_policy
 from tests.conftest import celery_spec
 
 

@@ -220,3 +220,14 @@ def test_preemption_notice_replaces_at_once_and_drains() -> None:
     assert plan.changed[0].state == S.DRAINING
     assert len(plan.launches) == 1  # the replacement starts before the machine goes
     assert plan.terminations[0].grace == 100.0  # drained, not killed
+
+
+def test_waiting_on_idle_timeout_records_no_event_every_tick() -> None:
+    nodes = [joined("a"), joined("b")]
+    hbs = {n.node_id: Heartbeat(time=99.0, ready=True, active=0, idle_since=95.0) for n in nodes}
+    sp = spec(scaling={"stabilization": 0, "idle_timeout": 60})
+    state = DomainState(intended=0)
+    plan = plan_domain(observe(nodes, hbs, 0, 100.0, sp=sp, state=state), load_policy("queue_depth", {}),
+                       new_ids=ids([0]))
+    assert plan.decision.target == 0 and not plan.terminations  # both idle for 5 s < 60 s: kept
+    assert not any(kind == "decision" for kind, _ in plan.events)

@@ -1,0 +1,140 @@
+"""`pool spark`: submit a job to a Spark domain, print a domain's master URL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, NoReturn
+
+import click
+
+from pool.redisserver import free_port
+from spark.master import known_masters, read_master
+from spark.rest import SparkNotInstalled, Unreachable, app_api, get_json, spark_bin, spark_home
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _master_of(domain: str | None) -> tuple[str, dict[str, Any]]:
+    """The recorded master of ``domain`` (or of the only Spark domain), or a one-line error."""
+    masters = known_masters()
+    if domain is None:
+        if len(masters) == 1:
+            return next(iter(masters.items()))
+        if not masters:
+            _fail("no Spark domain has a master: `pool apply -f examples/spark-domain.yaml`, then `pool up`")
+        _fail(f"several Spark domains ({', '.join(sorted(masters))}): name one with --domain")
+    data = read_master(domain)
+    if data is None:
+        known = ", ".join(sorted(masters)) or "none"
+        _fail(f"domain {domain!r} has no Spark master recorded (Spark domains with one: {known}); "
+              "is `pool up` running?")
+    return domain, data
+
+
+@click.group("spark")
+def spark() -> None:
+    """Spark domains: submit jobs and find the master."""
+
+
+@spark.command("master")
+@click.argument("domain")
+@click.option("--ui", is_flag=True, help="print the master's web UI address instead")
+def master(domain: str, ui: bool) -> None:
+    """Print the domain's master URL (spark://host:port) for notebooks and existing scripts."""
+    _, data = _master_of(domain)
+    if data.get("state") == "starting":
+        click.echo(f"note: the master of {domain} is still starting", err=True)
+    click.echo(data["ui"] if ui else data["url"])
+
+
+@spark.command("submit", context_settings={"ignore_unknown_options": True,
+                                           "allow_interspersed_args": False})
+@click.option("-d", "--domain", help="the Spark domain (default: the only one)")
+@click.option("--conf", "confs", multiple=True, metavar="KEY=VALUE", help="extra Spark property")
+@click.option("--log-level", default="WARN", show_default=True, help="driver log level")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="print task progress from the driver's REST API")
+@click.option("--interval", default=2.0, show_default=True, help="seconds between progress lines")
+@click.argument("script")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def submit(domain: str | None, confs: tuple[str, ...], log_level: str, progress: bool, interval: float,
+           script: str, args: tuple[str, ...]) -> None:
+    """Run SCRIPT with spark-submit on the domain's master (with its decommission defaults)."""
+    name, data = _master_of(domain)
+    host = str(data.get("host") or "127.0.0.1")
+    ui_port = free_port(host)
+    conf: dict[str, str] = dict(data.get("submit_conf") or {})
+    conf.update({
+        "spark.driver.host": host,
+        "spark.driver.bindAddress": host,
+        "spark.ui.port": str(ui_port),
+        "spark.port.maxRetries": "0",  # the driver UI is where this command says it is
+        "spark.log.level": log_level,
+    })
+    for item in confs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--conf {item!r}: expected KEY=VALUE, e.g. spark.executor.memory=512m")
+        conf[key] = value
+    try:
+        cmd = [spark_bin("spark-submit"), "--master", str(data["url"])]
+        env = dict(os.environ, SPARK_HOME=str(spark_home()), SPARK_LOCAL_IP=host)
+    except SparkNotInstalled as exc:
+        _fail(str(exc))
+    for key, value in sorted(conf.items()):
+        cmd += ["--conf", f"{key}={value}"]
+    cmd += [script, *args]
+    # driver and executors run the same Python as this command
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    driver_ui = f"http://{host}:{ui_port}"
+    click.echo(f"submitting {script} to {name} ({data['url']}); driver UI: {driver_ui}", err=True)
+    proc = subprocess.Popen(cmd, env=env)
+    stop = threading.Event()
+    watcher = threading.Thread(target=_progress, args=(driver_ui, stop, interval), daemon=True)
+    if progress:
+        watcher.start()
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        code = proc.wait()
+    stop.set()
+    if progress:
+        watcher.join(interval + 5)
+    click.echo(f"job {'finished' if code == 0 else f'failed (exit {code})'}", err=True)
+    sys.exit(code)
+
+
+def _progress(driver_ui: str, stop: threading.Event, interval: float) -> None:
+    """Print a line whenever the job's task counts change (from the driver's REST API)."""
+    last = ""
+    app_id: str | None = None
+    while not stop.wait(interval):
+        try:
+            if app_id is None:
+                apps = get_json(f"{driver_ui}/api/v1/applications", timeout=1.0, what="driver UI")
+                app_id = str(apps[0]["id"]) if apps else None
+                if app_id is None:
+                    continue
+            jobs = app_api(driver_ui, app_id, "jobs", timeout=1.0)
+            executors = app_api(driver_ui, app_id, "executors", timeout=1.0)
+        except (Unreachable, LookupError, TypeError):
+            continue
+        done = sum(int(j.get("numCompletedTasks", 0)) + int(j.get("numSkippedTasks", 0)) for j in jobs)
+        total = sum(int(j.get("numTasks", 0)) for j in jobs)
+        running = sum(int(j.get("numActiveTasks", 0)) for j in jobs)
+        finished = sum(1 for j in jobs if j.get("status") == "SUCCEEDED")
+        workers = sum(1 for e in executors if e.get("id") != "driver" and e.get("isActive", True))
+        line = (f"progress: jobs {finished}/{len(jobs)}, tasks {done}/{total} done, {running} running, "
+                f"{workers} executor(s)")
+        if line != last:
+            click.echo(f"{time.strftime('%H:%M:%S')} {line}", err=True)
+            last = line

@@ -1,0 +1,344 @@
+"""The Spark standalone master of a spark-worker domain, started (or adopted) and kept up by the manager."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pool.model import DomainSpec, SparkSpec
+from pool.redisserver import free_port, state_dir
+from spark.rest import SparkNotInstalled, Unreachable, master_state, spark_bin, spark_home
+
+log = logging.getLogger("elastic_pool.spark")
+
+#: Seconds a starting master may take to answer on its web UI before it is restarted.
+START_TIMEOUT = 90.0
+#: Restart backoff after the master dies: doubles from BACKOFF_BASE up to BACKOFF_CAP seconds.
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 60.0
+#: A master up this long has its restart backoff forgotten.
+STABLE_AFTER = 60.0
+#: JVM options of the master and worker daemons (not of executors): they start faster and use
+#: less memory with the serial collector and the client compiler only.
+DAEMON_JAVA_OPTS = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"
+#: JVM options of the master: no submission REST server, bind exactly the recorded ports (or
+#: fail and be restarted), forget a silent worker after 15 s, decommission by POST from localhost.
+MASTER_OPTS = (
+    "-Dspark.master.rest.enabled=false -Dspark.port.maxRetries=0 -Dspark.worker.timeout=15 "
+    "-Dspark.master.ui.decommission.allow.mode=LOCAL"
+)
+
+
+def masters_dir() -> Path:
+    return state_dir() / "spark"
+
+
+def master_file(domain: str) -> Path:
+    return masters_dir() / domain / "master.json"
+
+
+def read_master(domain: str) -> dict[str, Any] | None:
+    """What the manager recorded about the domain's master (URL, web UI, pid), if anything."""
+    try:
+        data = json.loads(master_file(domain).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def known_masters() -> dict[str, dict[str, Any]]:
+    """Every recorded master under the pool's state directory, by domain."""
+    out = {}
+    for path in sorted(masters_dir().glob("*/master.json")):
+        data = read_master(path.parent.name)
+        if data is not None:
+            out[path.parent.name] = data
+    return out
+
+
+def _write_master(domain: str, data: Mapping[str, Any]) -> None:
+    path = master_file(domain)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(data), indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def submit_conf(spark: SparkSpec) -> dict[str, str]:
+    """Spark properties `pool spark submit` gives every job on the domain.
+
+    One executor fills one worker, and a leaving worker's executors are decommissioned with their
+    shuffle and cached blocks migrated to the executors that stay.
+    """
+    dec = spark.decommission
+    conf = {
+        "spark.executor.memory": spark.worker_memory,
+        "spark.executor.cores": str(spark.worker_cores),
+    }
+    if dec.enabled:
+        conf.update({
+            "spark.decommission.enabled": "true",
+            "spark.storage.decommission.enabled": str(dec.shuffle_blocks or dec.rdd_blocks).lower(),
+            "spark.storage.decommission.shuffleBlocks.enabled": str(dec.shuffle_blocks).lower(),
+            "spark.storage.decommission.rddBlocks.enabled": str(dec.rdd_blocks).lower(),
+            "spark.storage.decommission.replicationReattemptInterval": f"{dec.migration_interval:g}s",
+        })
+    return conf
+
+
+def worker_context(spec: DomainSpec) -> dict[str, str]:
+    """Attributes every spark-worker of the domain needs, besides the master's address."""
+    assert spec.spark is not None
+    sp = spec.spark
+    return {
+        "spark_host": sp.host,
+        "worker_cores": str(sp.worker_cores),
+        "worker_memory": sp.worker_memory,
+        "daemon_memory": sp.daemon_memory,
+        "decommission": "1" if sp.decommission.enabled else "0",
+        "decommission_signal": sp.decommission.signal,
+        "drain_timeout": f"{spec.timeouts.drain:g}",
+    }
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process start time (field 22 of /proc/PID/stat), to tell a pid from a reused one."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def terminate(pid: int, ticks: int | None, *, timeout: float = 10.0) -> bool:
+    """SIGTERM the process group of ``pid`` (if it is still that process), SIGKILL after ``timeout``."""
+    if ticks is None or start_ticks(pid) != ticks:
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if start_ticks(pid) != ticks:
+            return True
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def stop_masters() -> list[str]:
+    """Stop every master this pool started (by recorded pid) and forget adopted ones."""
+    stopped = []
+    for domain, data in known_masters().items():
+        ours = not data.get("adopted") and data.get("pid")
+        if ours and terminate(int(data["pid"]), data.get("start_ticks")):
+            stopped.append(domain)
+        master_file(domain).unlink(missing_ok=True)
+    return stopped
+
+
+@dataclass
+class _Master:
+    """One master process this service runs."""
+
+    host: str
+    port: int
+    ui_port: int
+    pid: int = 0
+    ticks: int | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    up_since: float | None = None
+    failures: int = 0
+    next_start: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"spark://{self.host}:{self.port}"
+
+    @property
+    def ui(self) -> str:
+        return f"http://{self.host}:{self.ui_port}"
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.pid > 0 and start_ticks(self.pid) == self.ticks
+
+    def exit_code(self) -> int | None:
+        return self.proc.poll() if self.proc is not None else None
+
+
+class SparkMasterService:
+    """A :class:`pool.manager.DomainService` for spark-worker domains.
+
+    For a domain whose ``spark.master_url`` is set, the master is adopted: nothing is started.
+    Otherwise a standalone master from pyspark runs on ``spark.host`` and free ports (or the ports
+    the spec names), supervised: if it dies it is restarted on the same ports after a backoff that
+    doubles up to a minute. ``ensure`` never blocks on a starting master: it returns no context
+    until the master answers on its web UI, so the domain's sensor reports "no master yet" and
+    the domain holds its size.
+    """
+
+    def __init__(self, *, probe_timeout: float = 0.5) -> None:
+        self.probe_timeout = probe_timeout
+        self._masters: dict[str, _Master] = {}
+
+    def applies(self, spec: DomainSpec) -> bool:
+        return spec.spark is not None
+
+    # -- ensure -----------------------------------------------------------------------------
+    def ensure(self, spec: DomainSpec, now: float) -> Mapping[str, str]:
+        assert spec.spark is not None
+        sp = spec.spark
+        context = worker_context(spec)
+        if sp.master_url:
+            assert sp.master_ui is not None
+            self._record(spec, {"adopted": True, "url": sp.master_url, "ui": sp.master_ui})
+            return {**context, "master_url": sp.master_url, "master_ui": sp.master_ui}
+        m = self._masters.get(spec.name) or self._adopt_recorded(spec, now)
+        if m is not None and (m.host != sp.host or (sp.master_port or m.port) != m.port
+                              or (sp.ui_port or m.ui_port) != m.ui_port):
+            self._stop(spec.name, m)  # the spec moved the master
+            m = None
+        if m is not None and m.alive():
+            if m.up_since is None:
+                if self._answers(m):
+                    m.up_since = now
+                    self._record(spec, self._describe(m))
+                    log.info("spark master of %s up at %s (UI %s)", spec.name, m.url, m.ui)
+                elif now - m.started > START_TIMEOUT:
+                    self._stop(spec.name, m)
+                    self._masters[spec.name] = m
+                    self._failed(spec, m, now, f"did not answer on {m.ui} within {START_TIMEOUT:g}s",
+                                 came_up=False)
+                return {**context, "master_url": m.url, "master_ui": m.ui} if m.up_since else {}
+            if now - m.up_since > STABLE_AFTER:
+                m.failures = 0
+            return {**context, "master_url": m.url, "master_ui": m.ui}
+        if m is not None and m.started:  # ours, and it died
+            code = m.exit_code()
+            came_up = m.up_since is not None
+            m.proc = None
+            m.pid = 0
+            self._failed(spec, m, now, f"exited{'' if code is None else f' with code {code}'}",
+                         came_up=came_up)
+        if m is not None and now < m.next_start:
+            return {}
+        self._start(spec, m, now)
+        return {}
+
+    def _failed(self, spec: DomainSpec, m: _Master, now: float, why: str, *, came_up: bool) -> NoReturn:
+        """Schedule a restart after a backoff and report why (the manager records it)."""
+        m.failures += 1
+        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (m.failures - 1))
+        m.next_start = now + delay
+        m.started = 0.0
+        m.up_since = None
+        assert spec.spark is not None
+        if not came_up and m.failures > 1:  # it never came up again: its ports may be taken
+            m.port = spec.spark.master_port or free_port(spec.spark.host)
+            m.ui_port = spec.spark.ui_port or free_port(spec.spark.host)
+        raise RuntimeError(
+            f"spark master of {spec.name} {why}; restart {m.failures} in {delay:g}s "
+            f"(log: {master_file(spec.name).parent / 'master.log'})"
+        )
+
+    def _answers(self, m: _Master) -> bool:
+        try:
+            state = master_state(m.ui, timeout=self.probe_timeout)
+        except Unreachable:
+            return False
+        return str(state.get("status", "")).upper() == "ALIVE"
+
+    def _adopt_recorded(self, spec: DomainSpec, now: float) -> _Master | None:
+        """A master started by an earlier manager process that still runs."""
+        data = read_master(spec.name)
+        if not data or data.get("adopted") or not data.get("pid"):
+            return None
+        m = _Master(host=str(data["host"]), port=int(data["port"]), ui_port=int(data["ui_port"]),
+                    pid=int(data["pid"]), ticks=data.get("start_ticks"), started=now)
+        if not m.alive():
+            return None
+        self._masters[spec.name] = m
+        return m
+
+    def _start(self, spec: DomainSpec, m: _Master | None, now: float) -> None:
+        assert spec.spark is not None
+        sp = spec.spark
+        if m is None:
+            recorded = read_master(spec.name) or {}
+            same_host = recorded.get("host") == sp.host and not recorded.get("adopted")
+            m = _Master(
+                host=sp.host,
+                port=sp.master_port or (int(recorded["port"]) if same_host else free_port(sp.host)),
+                ui_port=sp.ui_port or (int(recorded["ui_port"]) if same_host else free_port(sp.host)),
+            )
+            self._masters[spec.name] = m
+        directory = master_file(spec.name).parent
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            env = dict(os.environ)
+            env.update({
+                "SPARK_HOME": str(spark_home()),
+                "SPARK_LOCAL_IP": sp.host,
+                "SPARK_DAEMON_MEMORY": sp.daemon_memory,
+                "SPARK_MASTER_OPTS": MASTER_OPTS,
+                "SPARK_DAEMON_JAVA_OPTS": DAEMON_JAVA_OPTS,
+            })
+            cmd = [spark_bin("spark-class"), "org.apache.spark.deploy.master.Master",
+                   "--host", sp.host, "--port", str(m.port), "--webui-port", str(m.ui_port)]
+            with open(directory / "master.log", "ab") as out:
+                m.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True, cwd=str(directory), env=env)
+        except (OSError, SparkNotInstalled) as exc:  # retried after a backoff, like a death
+            self._failed(spec, m, now, f"could not start: {exc}", came_up=False)
+        m.pid = m.proc.pid
+        m.ticks = start_ticks(m.pid)
+        m.started = now
+        m.up_since = None
+        self._record(spec, self._describe(m, state="starting"))
+        log.info("starting spark master of %s on %s (UI %s), pid %d", spec.name, m.url, m.ui, m.pid)
+
+    def _describe(self, m: _Master, *, state: str = "up") -> dict[str, Any]:
+        return {"adopted": False, "url": m.url, "ui": m.ui, "host": m.host, "port": m.port,
+                "ui_port": m.ui_port, "pid": m.pid, "start_ticks": m.ticks, "state": state}
+
+    def _record(self, spec: DomainSpec, data: dict[str, Any]) -> None:
+        assert spec.spark is not None
+        full = {**data, "domain": spec.name, "submit_conf": submit_conf(spec.spark),
+                "worker_memory": spec.spark.worker_memory, "worker_cores": spec.spark.worker_cores}
+        if read_master(spec.name) != full:
+            _write_master(spec.name, full)
+
+    # -- stop -------------------------------------------------------------------------------
+    def _stop(self, domain: str, m: _Master) -> None:
+        if m.alive():
+            terminate(m.pid, m.ticks if m.proc is None else start_ticks(m.pid))
+        if m.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                m.proc.wait(timeout=5)
+        m.proc = None
+        m.pid = 0
+        self._masters.pop(domain, None)
+
+    def stop(self, spec: DomainSpec) -> None:
+        """Stop the domain's master if this pool started it; forget it either way."""
+        m = self._masters.get(spec.name) or self._adopt_recorded(spec, time.time())
+        if m is not None:
+            self._stop(spec.name, m)
+        master_file(spec.name).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Forget the processes without stopping them (the workers keep their master)."""
+        self._masters.clear()
