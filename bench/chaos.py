@@ -126,7 +126,6 @@ class Cluster:
 
     def submit(self, queue: str, ids: range, seconds: float) -> None:
         tasks = demo_tasks(self.broker)
-        os.environ["DEMO_RESULTS"] = self.results_url
         enqueue(tasks, self.broker, queue, [(i, seconds) for i in ids])
 
     def live(self, domain: str) -> list[Any]:
@@ -139,11 +138,33 @@ class Cluster:
     def done(self) -> int:
         return int(self.results.hlen("demo:done"))
 
+    def agent_processes(self) -> collections.Counter[str]:
+        """Live agents of this cluster per launch id, read from /proc (what really runs)."""
+        home = str(self.home).encode()
+        found: collections.Counter[str] = collections.Counter()
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                    if b"pool.agent" not in fh.read():
+                        continue
+                with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                    env = dict(e.split(b"=", 1) for e in fh.read().split(b"\0") if b"=" in e)
+            except OSError:
+                continue
+            if env.get(b"POOL_HOME") == home and b"POOL_LAUNCH_ID" in env:
+                found[env[b"POOL_LAUNCH_ID"].decode()] += 1
+        return found
+
     def audit(self, scenario: str, domain: str, ids: range, broker: str, **extra: Any) -> Audit:
         counts = {int(k): int(v) for k, v in self.results.hgetall("demo:done").items()}
         completed = len(set(counts) & set(ids))
         machines = self.driver.list_nodes(ex_include_gone=True)
         per_launch = collections.Counter(n.extra.get("client_token") for n in machines if n.extra.get("client_token"))
+        running = self.agent_processes()  # a second machine for a launch id would show here too
+        for launch, count in running.items():
+            per_launch[launch] = max(per_launch[launch], count)
         known = {n.node_id for n in self.store.nodes(domain)}
         ours = [n for n in machines if (n.extra.get("tags") or {}).get("elastic-pool/domain") == domain]
         return Audit(scenario=scenario, broker=broker, submitted=len(ids), completed=completed,

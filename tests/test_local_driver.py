@@ -82,3 +82,29 @@ def test_listing_survives_a_new_driver_instance(tmp_path: Path) -> None:
     assert [n.id for n in nodes] == ["keep"]
     second.ex_preempt(nodes[0])
     assert wait_for(lambda: second.list_nodes() == [])
+
+
+def test_a_launch_id_claimed_by_another_live_process_is_not_launched_twice(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    import pytest
+
+    driver = LocalNodeDriver(ex_state_dir=str(tmp_path))
+    other = subprocess.Popen(["sleep", "30"])  # stands for a manager paused mid-launch
+    try:
+        claims = tmp_path / ".claims"
+        claims.mkdir()
+        (claims / "tok-busy").write_text(str(other.pid))
+        with pytest.raises(BlockingIOError, match="in progress"):
+            driver.create_node("n-busy", ex_userdata="#!/bin/bash\nsleep 30\n", ex_client_token="tok-busy")
+        assert driver.list_nodes() == []
+    finally:
+        other.kill()
+        other.wait()
+    # the claimant is gone: its claim is taken over and the launch goes ahead, once
+    node = driver.create_node("n-busy", ex_userdata="#!/bin/bash\nsleep 30\n", ex_client_token="tok-busy")
+    again = driver.create_node("n-busy-2", ex_userdata="#!/bin/bash\nsleep 30\n", ex_client_token="tok-busy")
+    assert again.id == node.id and [n.id for n in driver.list_nodes()] == ["n-busy"]
+    assert (tmp_path / ".claims" / "tok-busy").read_text() == str(os.getpid())
+    driver.ex_preempt(node)

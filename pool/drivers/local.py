@@ -128,6 +128,7 @@ class LocalNodeDriver(NodeDriver):
                 for rec in self._records():
                     if rec.get("token") == ex_client_token:
                         return self._node(rec)  # a retry of the same launch: same machine
+                self._claim(ex_client_token)
             node_id = name
             directory = self._dir(node_id)
             if (directory / "node.json").exists():
@@ -154,6 +155,30 @@ class LocalNodeDriver(NodeDriver):
             tmp.replace(directory / "node.json")
             self._children[node_id] = proc
             return self._node(rec)
+
+    def _claim(self, token: str) -> None:
+        """Take the launch id for this process before spawning anything (O_EXCL claim file).
+
+        A launch id claimed by another live process (a manager paused mid-launch, say) raises a
+        retryable ``BlockingIOError``: the caller tries again later and then finds the machine.
+        A claim left by a dead process is taken over.
+        """
+        claims = self.root / ".claims"
+        claims.mkdir(exist_ok=True)
+        path = claims / token
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner and owner != os.getpid() and _start_ticks(owner) is not None:
+                raise BlockingIOError(f"launch {token} is in progress in process {owner}") from None
+            path.write_text(str(os.getpid()))
+            return
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
 
     def _records(self) -> list[dict[str, Any]]:
         out = []
