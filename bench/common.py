@@ -155,7 +155,8 @@ def plain_workers(n: int, *, broker: str, queue: str, logdir: Path, concurrency:
     for i in range(n):
         env = dict(os.environ, POOL_CELERY_APP="tasks", POOL_CELERY_PATH=str(DEMO_APP), POOL_BROKER_URL=broker,
                    POOL_QUEUE=queue, POOL_CONCURRENCY=str(concurrency), POOL_NODE_ID=f"plain{i}",
-                   POOL_VISIBILITY_TIMEOUT="60", DEMO_BROKER=broker)
+                   POOL_VISIBILITY_TIMEOUT="60", DEMO_BROKER=broker,
+                   POOL_READY_FILE=str(logdir / f"plain{i}.ready"))
         log = open(logdir / f"plain{i}.log", "wb")
         procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "plain_worker.py")], env=env,
                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True))

@@ -31,7 +31,7 @@ def main() -> None:
         tasks = demo_tasks(elastic_broker)
         fixed = plain_workers(WORKERS, broker=fixed_broker, queue="fixed", logdir=bench.tmp)
         try:
-            wait_until(lambda: all("ready." in (bench.tmp / f"plain{i}.log").read_text() for i in range(WORKERS)),
+            wait_until(lambda: all((bench.tmp / f"plain{i}.ready").exists() for i in range(WORKERS)),
                        120, "the fixed pool to be ready", poll=0.2)
             fixed_started = time.time()
             bench.store.put_domain(domain_spec("elastic", queue="elastic", max_size=WORKERS,

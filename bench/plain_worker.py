@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from celery import signals
 from celery.app.utils import find_app
 
 sys.path.insert(0, os.environ["POOL_CELERY_PATH"])
@@ -16,6 +17,18 @@ app = find_app(os.environ["POOL_CELERY_APP"])
 app.conf.update(durable_settings(broker=os.environ["POOL_BROKER_URL"],
                                  visibility_timeout=float(os.environ.get("POOL_VISIBILITY_TIMEOUT", "60")),
                                  existing=app.conf.broker_transport_options))
-app.worker_main(argv=["worker", "-Q", os.environ["POOL_QUEUE"], "-c", os.environ.get("POOL_CONCURRENCY", "1"),
-                      "-P", worker_pool(os.environ.get("POOL_CELERY_POOL", "auto"), int(os.environ.get("POOL_CONCURRENCY", "1"))), "-n", f"{os.environ['POOL_NODE_ID']}@%h", "-l", "INFO", "-O", "fair",
-                      "--without-gossip", "--without-mingle", "--without-heartbeat"])
+
+
+def _ready(**_: object) -> None:
+    """Say so in a file (the log level stays WARNING, as for pool-managed workers)."""
+    if os.environ.get("POOL_READY_FILE"):
+        with open(os.environ["POOL_READY_FILE"], "w") as fh:
+            fh.write("ready")
+
+
+signals.worker_ready.connect(_ready, weak=False)
+concurrency = int(os.environ.get("POOL_CONCURRENCY", "1"))
+app.worker_main(argv=["worker", "-Q", os.environ["POOL_QUEUE"], "-c", str(concurrency),
+                      "-P", worker_pool(os.environ.get("POOL_CELERY_POOL", "auto"), concurrency),
+                      "-n", f"{os.environ['POOL_NODE_ID']}@%h", "-l", os.environ.get("POOL_LOGLEVEL", "WARNING"),
+                      "-O", "fair", "--without-gossip", "--without-mingle", "--without-heartbeat"])
