@@ -108,3 +108,24 @@ def test_a_launch_id_claimed_by_another_live_process_is_not_launched_twice(tmp_p
     assert again.id == node.id and [n.id for n in driver.list_nodes()] == ["n-busy"]
     assert (tmp_path / ".claims" / "tok-busy").read_text() == str(os.getpid())
     driver.ex_preempt(node)
+
+
+def test_a_machine_spawned_by_a_dead_launcher_is_adopted_not_launched_again(tmp_path: Path) -> None:
+    """The launcher died after spawning but before recording: a retry finds the machine by its launch id."""
+    import os
+    import subprocess
+
+    from pool.drivers.local import TOKEN_ENV
+
+    orphan = subprocess.Popen(["bash", "-c", "sleep 300"], env={**os.environ, TOKEN_ENV: "tok-orphan"},
+                              start_new_session=True)
+    try:
+        driver = LocalNodeDriver(ex_state_dir=str(tmp_path))
+        node = driver.create_node("n-orphan", ex_userdata="#!/bin/bash\nsleep 300\n", ex_client_token="tok-orphan")
+        assert node.extra["pid"] == orphan.pid  # adopted, nothing new spawned
+        assert [n.id for n in driver.list_nodes()] == ["n-orphan"]
+        driver.ex_preempt(node)
+        assert wait_for(lambda: driver.list_nodes() == [])
+    finally:
+        orphan.kill()
+        orphan.wait()

@@ -35,6 +35,29 @@ def _live_groups() -> set[int]:
     return groups
 
 
+TOKEN_ENV = "ELASTIC_POOL_CLIENT_TOKEN"
+
+
+def _process_with_token(token: str) -> int | None:
+    """The live process-group leader spawned for launch ``token``, if one exists."""
+    needle = f"{TOKEN_ENV}={token}".encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if needle not in fh.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pid:  # alive and its own group's leader
+            return pid
+    return None
+
+
 def _start_ticks(pid: int) -> int | None:
     """The process start time in clock ticks (field 22 of /proc/PID/stat), to detect pid reuse."""
     try:
@@ -129,6 +152,9 @@ class LocalNodeDriver(NodeDriver):
                     if rec.get("token") == ex_client_token:
                         return self._node(rec)  # a retry of the same launch: same machine
                 self._claim(ex_client_token)
+                orphan = _process_with_token(ex_client_token)
+                if orphan is not None:  # spawned by a launcher that died before recording it
+                    return self._record(name, orphan, ex_client_token, ex_tags)
             node_id = name
             directory = self._dir(node_id)
             if (directory / "node.json").exists():
@@ -138,6 +164,8 @@ class LocalNodeDriver(NodeDriver):
             script.write_text(ex_userdata)
             env = dict(os.environ)
             env.update(ex_env or {})
+            if ex_client_token:
+                env[TOKEN_ENV] = ex_client_token  # the machine carries its launch id, like a cloud tag
             with open(directory / "console.log", "ab") as console:
                 proc = subprocess.Popen(
                     ["bash", str(script)],
@@ -148,13 +176,18 @@ class LocalNodeDriver(NodeDriver):
                     cwd=str(directory),
                     env=env,
                 )
-            rec = {"id": node_id, "name": name, "pid": proc.pid, "start_ticks": _start_ticks(proc.pid),
-                   "token": ex_client_token, "tags": dict(ex_tags or {}), "created": time.time()}
-            tmp = directory / "node.json.tmp"
-            tmp.write_text(json.dumps(rec))
-            tmp.replace(directory / "node.json")
             self._children[node_id] = proc
-            return self._node(rec)
+            return self._record(node_id, proc.pid, ex_client_token, ex_tags)
+
+    def _record(self, node_id: str, pid: int, token: str | None, tags: dict[str, str] | None) -> Node:
+        directory = self._dir(node_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        rec = {"id": node_id, "name": node_id, "pid": pid, "start_ticks": _start_ticks(pid),
+               "token": token, "tags": dict(tags or {}), "created": time.time()}
+        tmp = directory / "node.json.tmp"
+        tmp.write_text(json.dumps(rec))
+        tmp.replace(directory / "node.json")
+        return self._node(rec)
 
     def _claim(self, token: str) -> None:
         """Take the launch id for this process before spawning anything (O_EXCL claim file).
