@@ -30,6 +30,16 @@ class DeployableType:
         return string.Template(self.template).safe_substitute(quoted)
 
 
+#: What every worker's user-data sets up for its agent: the store, its domain, its identity.
+AGENT_PREAMBLE = """set -euo pipefail
+export POOL_REDIS_URL=${redis_url}
+export POOL_NAMESPACE=${namespace}
+export POOL_DOMAIN=${domain}
+export POOL_NODE_ID=${node_id}
+export POOL_LAUNCH_ID=${launch_id}
+export POOL_HEARTBEAT_INTERVAL=${heartbeat_interval}
+"""
+
 CELERY_WORKER = DeployableType(
     name="celery-worker",
     required=("python", "redis_url", "namespace", "domain", "node_id", "launch_id", "broker",
@@ -37,13 +47,7 @@ CELERY_WORKER = DeployableType(
     template="""#!/bin/bash
 # elastic-pool contextualization: celery-worker
 # Joins the domain's pull queue on boot: the agent heartbeats and runs the user's Celery worker.
-set -euo pipefail
-export POOL_REDIS_URL=${redis_url}
-export POOL_NAMESPACE=${namespace}
-export POOL_DOMAIN=${domain}
-export POOL_NODE_ID=${node_id}
-export POOL_LAUNCH_ID=${launch_id}
-export POOL_BROKER_URL=${broker}
+""" + AGENT_PREAMBLE + """export POOL_BROKER_URL=${broker}
 export POOL_QUEUE=${queue}
 export POOL_CELERY_APP=${celery_app}
 export POOL_CELERY_PATH=${celery_path}
@@ -51,7 +55,6 @@ export POOL_CONCURRENCY=${concurrency}
 export POOL_CELERY_POOL=${celery_pool}
 export POOL_VISIBILITY_TIMEOUT=${visibility_timeout}
 export POOL_LOGLEVEL=${loglevel}
-export POOL_HEARTBEAT_INTERVAL=${heartbeat_interval}
 exec ${python} -m pool.agent
 """,
 )
@@ -65,14 +68,7 @@ SPARK_WORKER = DeployableType(
 # elastic-pool contextualization: spark-worker
 # Joins the domain's Spark master on boot: the agent heartbeats, runs a Spark standalone Worker
 # with this node's cores and memory, and decommissions it gracefully when the node is drained.
-set -euo pipefail
-export POOL_REDIS_URL=${redis_url}
-export POOL_NAMESPACE=${namespace}
-export POOL_DOMAIN=${domain}
-export POOL_NODE_ID=${node_id}
-export POOL_LAUNCH_ID=${launch_id}
-export POOL_HEARTBEAT_INTERVAL=${heartbeat_interval}
-export POOL_WORKLOAD=spark
+""" + AGENT_PREAMBLE + """export POOL_WORKLOAD=spark
 export POOL_SPARK_MASTER=${master_url}
 export POOL_SPARK_MASTER_UI=${master_ui}
 export POOL_SPARK_HOST=${spark_host}
