@@ -37,7 +37,8 @@ def declared_queue(name: str) -> Queue:
 
 
 def publish(url: str, queue: Queue, n: int) -> None:
-    with Connection(url) as conn:
+    """Publish with publisher confirms: every message is in the queue when this returns."""
+    with Connection(url, transport_options={"confirm_publish": True}) as conn:
         producer = conn.Producer()
         for i in range(n):
             producer.publish({"i": i}, exchange=queue.exchange, routing_key=queue.routing_key,
@@ -289,8 +290,11 @@ def test_sigkill_of_a_busy_worker_on_rabbitmq_loses_nothing(
         in_flight = set(started) - set(results_of(results, "demo:finished"))
         assert rm.driver.ex_preempt(node)  # SIGKILL to the whole process group, mid-task
         # the broker sees the connection close: the consumer goes and its message is ready again
-        returned = wait_for(lambda: channel.queue_declare(queue="q-rkill", passive=True)[2] < consumers_before,
-                            10, "the killed worker's consumer to go", step=0.002)
+        # measured, not asserted: a worker joining meanwhile can hide the drop in the count
+        returned: float | None = None
+        with contextlib.suppress(AssertionError):
+            returned = wait_for(lambda: channel.queue_declare(queue="q-rkill", passive=True)[2] < consumers_before,
+                                10, "the killed worker's consumer to go", step=0.002)
     restarted = None
     with contextlib.suppress(AssertionError):
         restarted = wait_for(lambda: any(results_of(results, "demo:started").get(i, 0) > started[i]
@@ -303,7 +307,8 @@ def test_sigkill_of_a_busy_worker_on_rabbitmq_loses_nothing(
     # the broker redelivered what the killed worker held (its statistics may lag an interval)
     wait_for(lambda: _redeliveries(rabbitmq, "q-rkill") >= 1, 30, "the broker to count the redelivery", 0.5)
     again = f"{restarted * 1000:.0f} ms" if restarted is not None else "n/a"
-    print(f"\nSIGKILL -> consumer gone and its message ready again after {returned * 1000:.0f} ms "
+    gone = f"{returned * 1000:.0f} ms" if returned is not None else "n/a (another consumer joined)"
+    print(f"\nSIGKILL -> consumer gone and its message ready again after {gone} "
           f"(broker view, polled every 2 ms); the held task started again on another worker after "
           f"{again}; redeliveries {_redeliveries(rabbitmq, 'q-rkill')}; "
           f"tasks run twice {sum(1 for v in done.values() if v > 1)}")
