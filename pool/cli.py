@@ -79,7 +79,16 @@ def _manager_pidfile() -> Path:
 @click.option("--quiet", is_flag=True, help="no per-tick status line")
 @click.option("--lease-ttl", default=5.0, show_default=True, type=click.FloatRange(min=0.5),
               help="seconds a leader role outlives its holder's last renewal")
-def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float) -> None:
+@click.option("--provisioners", default=2, show_default=True, type=click.IntRange(min=1),
+              help="provisioner worker threads taking launch/terminate work from the shared queue")
+@click.option("--list-interval", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="least seconds between two listings of a site's machines")
+@click.option("--reclaim-after", default=30.0, show_default=True, type=click.FloatRange(min=1.0),
+              help="seconds before work taken by a dead provisioner worker is taken over")
+@click.option("--metrics-port", default=None, type=click.IntRange(min=0, max=65535),
+              help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: a free port)")
+def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float, provisioners: int,
+       list_interval: float, reclaim_after: float, metrics_port: int | None) -> None:
     """Run the domain manager in the foreground (Ctrl-C stops it; workers keep running)."""
     from pool.drivers import make_driver
     from pool.manager import Manager
@@ -91,11 +100,17 @@ def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float) -> 
 
     manager_id = f"{socket.gethostname()}-{os.getpid()}"
     leases = Leases(store.r, namespace=store.ns, holder=manager_id, ttl=lease_ttl)
+    from pool.metrics import Metrics
+
+    metrics = Metrics() if metrics_port is not None else None
     manager = Manager(store=store, provisioner=provisioner, redis_url=url, services=[SparkMasterService()],
-                      leases=leases, manager_id=manager_id)
+                      leases=leases, manager_id=manager_id, workers=provisioners, list_interval=list_interval,
+                      reclaim_after=reclaim_after, metrics=metrics)
+    info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    if metrics is not None and metrics_port is not None:
+        info["metrics"] = f"http://127.0.0.1:{metrics.serve(metrics_port)}/metrics"
     store.clear_shutdown()
-    store.register_manager(manager.manager_id, {"pid": os.getpid(), "host": socket.gethostname(),
-                                                "started": time.time()})
+    store.register_manager(manager.manager_id, info)
     _manager_pidfile().write_text(str(os.getpid()))
     stop = threading.Event()
     shutdown = threading.Event()
@@ -115,14 +130,15 @@ def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float) -> 
                     stop.set()
                     manager.wake.set()
                     return
-                store.register_manager(manager.manager_id, {"pid": os.getpid(), "host": socket.gethostname(),
-                                                            "seen": time.time()})
+                store.register_manager(manager.manager_id, {**info, "seen": time.time()})
             except redis.RedisError:
                 pass
             stop.wait(0.5)
 
     threading.Thread(target=watch, name="control", daemon=True).start()
-    console.print(f"manager {manager.manager_id} up; state in {url.split('@')[-1]}; tick {interval:g}s")
+    console.print(f"manager {manager.manager_id} up; state in {url.split('@')[-1]}; tick {interval:g}s; "
+                  f"{provisioners} provisioner workers" + (f"; metrics {info['metrics']}" if "metrics" in info else ""))
+    manager.start_workers()
     try:
         manager.run(interval=interval, stop=stop)
         if shutdown.is_set():
@@ -193,10 +209,13 @@ def down(timeout: float, keep_redis: bool) -> None:
 def status(as_json: bool) -> None:
     """Managers, and which one holds which leader role."""
     _, store = open_store(start=False)
+    from pool.workqueue import WorkQueue
+
     holders = Leases(store.r, namespace=store.ns, holder="-").holders()
     managers = store.managers()
+    work = WorkQueue(store.r, namespace=store.ns).depth()
     if as_json:
-        click.echo(json.dumps({"managers": managers, "roles": holders}, indent=2))
+        click.echo(json.dumps({"managers": managers, "roles": holders, "work": work}, indent=2))
         return
     table = Table("MANAGER", "PID", "HOST", "LAST SEEN", "ROLES")
     now = time.time()
@@ -209,6 +228,7 @@ def status(as_json: bool) -> None:
     for role, h in holders.items():
         console.print(f"role {role}: " + (f"{h['holder']} (token {h['token']}, {h['ttl_s']:.1f}s left)"
                                          if h["holder"] else "free"))
+    console.print(f"provisioning work: {work['queued']} queued, {work['in_progress']} being done")
 
 
 # ---------------------------------------------------------------------------
@@ -242,9 +262,18 @@ def validate_spec(data: Any) -> Any:
         deployable_type(spec.deployable_type)
     except UnknownPlugin as exc:
         raise SpecError(f"invalid domain spec: deployable_type: {exc}") from None
-    if spec.site not in LIVE_SITES:
-        other = " (sim runs under `pool simulate`)" if spec.site in BUILTIN_SITES else ""
-        raise SpecError(f"invalid domain spec: site: unknown site {spec.site!r}{other}; valid: {', '.join(LIVE_SITES)}")
+    from libcloud.compute.providers import Provider
+
+    providers = {v for k, v in vars(Provider).items() if not k.startswith("_") and isinstance(v, str)}
+    for i, site in enumerate(spec.sites):
+        where = "site" if isinstance(data, dict) and "sites" not in data else f"sites.{i}"
+        if site.provider is None and site.name not in LIVE_SITES:
+            other = " (sim runs under `pool simulate`)" if site.name in BUILTIN_SITES else ""
+            raise SpecError(f"invalid domain spec: {where}: unknown site {site.name!r}{other}; valid: "
+                            f"{', '.join(LIVE_SITES)}, or any name with provider: (a libcloud provider, e.g. ec2)")
+        if site.provider is not None and site.provider.lower() not in providers:
+            raise SpecError(f"invalid domain spec: {where}.provider: unknown libcloud provider {site.provider!r} "
+                            "(e.g. ec2, gce, azure_arm, openstack)")
     if spec.celery and spec.celery.path and not Path(spec.celery.path).is_dir():
         raise SpecError(f"invalid domain spec: celery.path: {spec.celery.path!r} is not a directory")
     return spec

@@ -8,9 +8,13 @@ from typing import Any
 
 import redis
 
-#: The actor roles. The decider's tick also runs the doctor and the provisioning it decides, so
-#: in this version all three are held together by whichever manager holds ``decider``.
-ROLES = ("decider",)
+#: The actor roles, each held by exactly one manager at a time:
+#: ``decider`` runs policies and writes launch/scale-in decisions; ``doctor`` judges health from
+#: heartbeats (timeouts, dead workloads, preemption notices, boot and drain deadlines);
+#: ``provisioner`` polls the sites' listings (lifecycle, vanished machines, zombies) and re-queues
+#: provisioning work nobody finished. Launch and terminate calls themselves are done by every
+#: manager's provisioner workers from the durable work queue (see :mod:`pool.workqueue`).
+ROLES = ("decider", "doctor", "provisioner")
 
 _ACQUIRE = """
 local cur = redis.call('GET', KEYS[1])

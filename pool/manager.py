@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import AbstractSet, Any, Callable, Iterable, Mapping, Protocol
 
 from policies import Policy, load_policy, primary
+from policies.placement import SiteSlot, place, site_preference_for_victims
 from policies.shaping import shape
 from pool.images import deployable_type
-from pool.leases import Lease, LeaseLost, Leases
+from pool.leases import ROLES, Lease, LeaseLost, Leases
+from pool.metrics import Metrics
 from pool.model import (
     LIVE_STATES,
     UNJOINED_STATES,
@@ -33,6 +37,7 @@ from pool.model import (
 from pool.provisioner import PermanentError, Provisioner, RetryableError, SiteNode
 from pool.redisserver import broker_url_for
 from pool.store import FencedWrite, Store
+from pool.workqueue import RECLAIM_AFTER, WorkItem, WorkQueue
 from sensors import Sensor, error_text, load_sensor
 
 log = logging.getLogger("elastic_pool.manager")
@@ -58,12 +63,18 @@ class Observation:
     state: DomainState
     nodes: tuple[NodeRecord, ...]
     heartbeats: Mapping[str, Heartbeat]
-    site_nodes: Mapping[str, SiteNode] | None  # None: the site's listing failed this tick
-    site_available: bool
+    site_nodes: Mapping[str, SiteNode] | None  # None: no listing this tick (failed, or not the provisioner)
+    site_available: bool | Mapping[str, bool]  # per site (a bool: the same for every site)
     readings: Mapping[str, Reading]
     now: float
     #: when the store answered again after an outage: heartbeats lost in it are not held against nodes
     store_back_at: float = 0.0
+    #: sites whose listing failed this tick: their nodes are not judged by it
+    unlisted: frozenset[str] = frozenset()
+
+    def available(self, site: str) -> bool:
+        sa = self.site_available
+        return sa if isinstance(sa, bool) else bool(sa.get(site, False))
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,7 @@ class Termination:
     grace: float
     reason: str
     provider_id: str | None = None  # set for zombies: machines no record knows
+    site: str = ""  # the zombie's site
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,10 @@ class Plan:
     forget: tuple[NodeRecord, ...]
     state: DomainState
     events: tuple[tuple[str, dict[str, Any]], ...] = field(default=())
+    #: node ids of the launches decided this tick (the rest of ``launches`` are earlier, unaccepted ones)
+    fresh: frozenset[str] = frozenset()
+    #: the roles whose parts of the plan ran (see :data:`pool.leases.ROLES`)
+    roles: frozenset[str] = frozenset(ROLES)
 
 
 def _new_ids(domain: str) -> tuple[str, str]:
@@ -106,6 +122,7 @@ def choose_victims(
     *,
     now: float,
     idle_timeout: float = 0.0,
+    site_order: Callable[[str], int] | None = None,
 ) -> list[NodeRecord]:
     """Scale-in order: not yet joined (least advanced, newest first), then idle longest, then busy.
 
@@ -116,13 +133,14 @@ def choose_victims(
         return []
     live = list(live)
     rank = {S.REQUESTED: 0, S.PENDING: 1, S.STARTED: 2}
+    where = site_order or (lambda site: 0)  # placement's scale-in order of sites (e.g. highest rank first)
     unjoined = sorted(
-        (n for n in live if n.state in UNJOINED_STATES), key=lambda n: (rank[n.state], -n.created)
+        (n for n in live if n.state in UNJOINED_STATES), key=lambda n: (rank[n.state], where(n.site), -n.created)
     )
     joined = [n for n in live if n.state == S.JOINED]
     idle = [n for n in joined if (heartbeats.get(n.node_id) or Heartbeat(0)).active == 0]
     busy = [n for n in joined if (heartbeats.get(n.node_id) or Heartbeat(0)).active > 0]
-    idle.sort(key=lambda n: _idle_since(n, heartbeats.get(n.node_id)))
+    idle.sort(key=lambda n: (where(n.site), _idle_since(n, heartbeats.get(n.node_id))))
     ripe = [n for n in idle if now - _idle_since(n, heartbeats.get(n.node_id)) >= idle_timeout]
     victims = (unjoined + ripe)[:count]
     if len(victims) < count and not idle:
@@ -137,14 +155,23 @@ def plan_domain(
     *,
     policy_error: str | None = None,
     new_ids: Callable[[str], tuple[str, str]] = _new_ids,
+    roles: AbstractSet[str] = frozenset(ROLES),
 ) -> Plan:
-    """Doctor, decide, shape and choose actions for one domain. No I/O, no clock reads."""
+    """Doctor, decide, shape and choose actions for one domain. No I/O, no clock reads.
+
+    ``roles`` says which actor parts run: ``doctor`` (heartbeats, deadlines), ``provisioner``
+    (the site's listing: vanished machines, zombies; pass ``site_nodes=None`` to skip it) and
+    ``decider`` (policy, launches, scale-in). A manager holding all three replaces a node the
+    doctor condemned in the same tick.
+    """
     spec, now, t = obs.spec, obs.now, obs.spec.timeouts
+    doctor, decider = "doctor" in roles, "decider" in roles
     events: list[tuple[str, dict[str, Any]]] = []
     nodes = {n.node_id: n for n in obs.nodes}  # copied on first change: the observation stays intact
     changed: dict[str, NodeRecord] = {}
     terminations: list[Termination] = []
     forget: list[NodeRecord] = []
+    lost: list[tuple[str, float]] = []  # (node, last sign of life): the doctor's condemned workers
 
     def move(rec: NodeRecord, new: NodeState, detail: str, *, drain_deadline: float | None = None) -> NodeRecord:
         twin = changed.get(rec.node_id)
@@ -160,25 +187,30 @@ def plan_domain(
     def kill(rec: NodeRecord, new: NodeState, detail: str, grace: float = 0.0,
              drain_deadline: float | None = None) -> NodeRecord:
         twin = move(rec, new, detail, drain_deadline=drain_deadline)
+        twin.drain_sent = True
         terminations.append(Termination(twin.node_id, grace, detail))
         return twin
 
     # -- doctor: lifecycle from heartbeats and the site's listing ----------------------------
     for rec in obs.nodes:
         if rec.state == S.TERMINATED:
-            if now - rec.since > TERMINATED_RETENTION:
+            if "provisioner" in roles and now - rec.since > TERMINATED_RETENTION:
                 forget.append(rec)
             continue
         hb = obs.heartbeats.get(rec.node_id)
+        judged = obs.site_nodes is not None and rec.site not in obs.unlisted
         listed = obs.site_nodes.get(rec.node_id) if obs.site_nodes is not None else None
-        if obs.site_nodes is not None and rec.state != S.REQUESTED and not (listed and listed.alive):
+        if judged and rec.state != S.REQUESTED and not (listed and listed.alive):
             if rec.state == S.PENDING and listed is None and now - rec.since < LISTING_GRACE:
                 pass  # the listing may lag the launch
             else:
                 if rec.state in (S.PENDING, S.STARTED, S.JOINED):
+                    lost.append((rec.node_id, hb.time if hb is not None else rec.since))
                     rec = move(rec, S.UNHEALTHY, "machine gone")
                 move(rec, S.TERMINATED, "machine gone" if rec.state == S.UNHEALTHY else "ended")
                 continue
+        if not doctor:
+            continue
         if rec.state == S.PENDING and hb is not None:
             rec = move(rec, S.STARTED, "agent heartbeat")
         if rec.state == S.STARTED and hb is not None and hb.ready:
@@ -187,16 +219,20 @@ def plan_domain(
             last = max(hb.time if hb is not None else rec.since, obs.store_back_at)
             if now - last > t.heartbeat_timeout:
                 kill(rec, S.UNHEALTHY, f"no heartbeat for {now - last:.1f}s (timeout {t.heartbeat_timeout:g}s)")
+                if rec.state != S.DRAINING:
+                    lost.append((rec.node_id, hb.time if hb is not None else rec.since))
                 continue
             if hb is not None and not hb.workload_alive and rec.state != S.DRAINING:
                 kill(rec, S.UNHEALTHY, "workload process died")
+                lost.append((rec.node_id, hb.time))
                 continue
         if rec.state in (S.PENDING, S.STARTED) and now - (rec.entered(S.PENDING) or rec.created) > t.boot:
             kill(rec, S.FAILED, f"not joined within boot timeout {t.boot:g}s of launch")
             continue
         if rec.state in (S.STARTED, S.JOINED) and hb is not None and hb.preempt_notice is not None:
-            # the site will reclaim it: replace it now (it stops counting) and let it drain
-            kill(rec, S.DRAINING, "preemption notice: replaced and draining", grace=t.drain,
+            # the site will reclaim it: it stops counting (so it is replaced now) but keeps serving
+            # until its replacement joins (or half its drain window passed), then drains
+            move(rec, S.DRAINING, "preemption notice: replaced; serving until the replacement joins",
                  drain_deadline=now + t.drain)
             continue
         if rec.state == S.DRAINING and rec.drain_deadline is not None and now > rec.drain_deadline:
@@ -205,12 +241,28 @@ def plan_domain(
         if rec.state in (S.TERMINATING, S.UNHEALTHY, S.FAILED) and now - rec.since > t.terminate_grace + 15:
             terminations.append(Termination(rec.node_id, 0.0, "still there after terminate: kill"))
 
+    if doctor:  # preempted nodes still serving: drain them once their replacements have joined
+        waiting = sorted((n for n in nodes.values() if n.state == S.DRAINING and not n.drain_sent),
+                         key=lambda n: n.since)
+        joined_now = sum(1 for n in nodes.values() if n.state == S.JOINED)
+        for rec in waiting:
+            half = rec.since + (t.drain / 2)
+            if joined_now >= obs.state.intended or now >= half:
+                twin = changed.get(rec.node_id) or rec.copy()
+                changed[rec.node_id] = nodes[rec.node_id] = twin
+                twin.drain_sent = True
+                remaining = max(0.0, (twin.drain_deadline or now) - now)
+                terminations.append(Termination(twin.node_id, remaining, "preempted node: replacement joined, drain"))
+                events.append(("drain", {"node": twin.node_id, "why": "replacement joined" if now < half
+                                         else "half the drain window passed"}))
+
     # machines tagged as this domain's that no record knows (e.g. launched by a deposed leader)
     if obs.site_nodes is not None:
         for node_id, listed in obs.site_nodes.items():
             if (listed.alive and node_id not in nodes
                     and listed.tags.get("elastic-pool/domain") == spec.name):
-                terminations.append(Termination(node_id, 0.0, "zombie: no record", listed.provider_id))
+                terminations.append(Termination(node_id, 0.0, "zombie: no record", listed.provider_id,
+                                                listed.site or spec.site))
                 events.append(("zombie", {"node": node_id, "provider_id": listed.provider_id}))
 
     # -- view ---------------------------------------------------------------------------------
@@ -239,7 +291,9 @@ def plan_domain(
     value = reading.value if reading is not None else None
     failing = {name: r.error for name, r in obs.readings.items() if not r.ok}
     errors: list[tuple[str, dict[str, Any]]] = []  # recorded when they change, not every tick
-    if state.override is not None:
+    if not decider:
+        decision = Decision(state.intended, "held by the decider")
+    elif state.override is not None:
         decision = Decision(max(0, min(spec.max, state.override)), f"operator override {state.override}")
     elif policy is None:
         decision = Decision(max(spec.min, min(spec.max, state.intended)), f"hold: {policy_error}")
@@ -268,21 +322,54 @@ def plan_domain(
         state.recent.append((now, bounded))
 
     # -- place + act ----------------------------------------------------------------------------
-    launches = [n.copy() for n in live if n.state == S.REQUESTED]  # earlier launches not yet accepted
-    delta = decision.target - len(live)
+    fresh: set[str] = set()
+
+    def site_slots() -> list[SiteSlot]:
+        held = Counter(n.site for n in nodes.values()  # what may still hold a machine counts against a cap
+                       if n.state != S.TERMINATED and (n.state != S.FAILED or n.provider_id))
+        return [SiteSlot(name=site.name, rank=site.rank, cap=site.max, weight=site.weight, price=site.price,
+                         spot=site.spot, live=held[site.name], available=obs.available(site.name))
+                for site in spec.sites]
+
+    slots = site_slots()
+    stuck = [n for n in live if n.state == S.REQUESTED and not obs.available(n.site)] if decider else []
+    movable = sum(place(len(stuck), slots, strategy=spec.placement).values()) if stuck else 0
+    if movable:  # launches waiting on a site that is full, broken or backing off: place them elsewhere
+        withdrawn = {move(rec, S.FAILED, f"not launched: site {rec.site} unavailable; placed elsewhere").node_id
+                     for rec in stuck[:movable]}
+        live = [n for n in live if n.node_id not in withdrawn]
+        slots = site_slots()
+    launches = [n.copy() for n in live if n.state == S.REQUESTED] if decider else []  # not yet accepted
+    goal = decision.target
+    if spec.overprovision > 0 and decider and state.override is None and goal > len(joined):
+        # some machines never boot: launch a margin above the target while nodes boot
+        goal += math.ceil((goal - len(joined)) * spec.overprovision / 100)
+    delta = goal - len(live) if decider else 0
     if delta > 0:
-        if obs.site_available:
-            for _ in range(delta):
+        placed = place(delta, slots, strategy=spec.placement)
+        short = delta - sum(placed.values())
+        if short:
+            why = ", ".join(f"{s.name}: {'full (cap)' if s.available else 'in backoff, broken or out of capacity'}"
+                            for s in slots)
+            events.append(("deferred", {"launches": short, "why": why}))
+        for site_name, count in placed.items():
+            for _ in range(count):
                 node_id, launch_id = new_ids(spec.name)
-                rec = NodeRecord.new(node_id=node_id, domain=spec.name, launch_id=launch_id, site=spec.site,
+                rec = NodeRecord.new(node_id=node_id, domain=spec.name, launch_id=launch_id, site=site_name,
                                      deployable_type=spec.deployable_type, now=now, detail=decision.reason)
                 launches.append(rec)
+                fresh.add(node_id)
                 events.append(("node", {"node": node_id, "from": None, "to": "REQUESTED", "detail": "launch"}))
+                if lost:  # time to repair, first stage: last sign of life -> replacement requested
+                    gone, seen = lost.pop(0)
+                    events.append(("repair", {"node": gone, "replacement": node_id, "stage": "requested",
+                                              "seconds": round(now - seen, 3), "lost_at": seen}))
+        if placed:
             state.last_scale_up = now
-        else:
-            events.append(("deferred", {"launches": delta, "why": f"site {spec.site} in backoff or broken"}))
     elif delta < 0:
-        for rec in choose_victims(live, obs.heartbeats, -delta, now=now, idle_timeout=spec.scaling.idle_timeout):
+        order = site_preference_for_victims(slots, strategy=spec.placement)
+        for rec in choose_victims(live, obs.heartbeats, -delta, now=now, idle_timeout=spec.scaling.idle_timeout,
+                                  site_order=order):
             hb = obs.heartbeats.get(rec.node_id)
             if rec in launches:
                 launches.remove(rec)
@@ -298,7 +385,7 @@ def plan_domain(
     if errors and decision.reason != previous_reason:
         events.extend(errors)
     acted = any(kind == "node" for kind, _ in events)  # launches, scale-in, doctor moves
-    if decision.target != obs.state.intended or acted or state.override != obs.state.override:
+    if decider and (decision.target != obs.state.intended or acted or state.override != obs.state.override):
         events.append(("decision", {"target": decision.target, "actual": view.actual, "reason": decision.reason,
                                     "inputs": dict(decision.inputs), "value": value}))
     state.intended = decision.target
@@ -318,6 +405,8 @@ def plan_domain(
         forget=tuple(forget),
         state=state,
         events=tuple(events),
+        fresh=frozenset(fresh),
+        roles=frozenset(roles),
     )
 
 
@@ -356,7 +445,15 @@ class Manager:
         services: Iterable[DomainService] = (),
         wakeups: bool = True,
         leases: Leases | None = None,
+        workers: int = 0,
+        reclaim_after: float = RECLAIM_AFTER,
+        list_interval: float = 0.0,
+        metrics: Metrics | None = None,
     ) -> None:
+        """``workers`` > 0: launch/terminate calls go through the durable work queue and are done
+        by that many provisioner worker threads (started by :meth:`start_workers`), here and in
+        every other manager; 0: the tick makes them itself (the simulator, single-process tests).
+        ``list_interval`` bounds how often each site's node listing is fetched."""
         self.store = store
         self.services = list(services)
         self.context: dict[str, dict[str, str]] = {}  # per domain: what its services provide
@@ -372,8 +469,21 @@ class Manager:
         self.wake = threading.Event()
         self.last_plans: dict[str, Plan] = {}
         self.leases = leases
-        self.lease: Lease | None = None  # the decider role, while this manager holds it
+        self.held: dict[str, Lease] = {}  # the actor roles this manager holds now
         self.store_back_at = 0.0
+        self.queue = WorkQueue(store.r, namespace=store.ns, reclaim_after=reclaim_after) if workers > 0 else None
+        self.n_workers = workers
+        self._workers: list[threading.Thread] = []
+        self._workers_stop = threading.Event()
+        self.list_interval = list_interval
+        self._listings: dict[str, tuple[float, Mapping[str, SiteNode]]] = {}
+        self.metrics = metrics
+        self._repairs: dict[str, tuple[str, float]] = {}  # replacement -> (lost node, last sign of life)
+
+    @property
+    def lease(self) -> Lease | None:
+        """The decider role, while this manager holds it."""
+        return self.held.get("decider")
 
     # -- plug-ins, cached per spec ---------------------------------------------------------
     def broker_for(self, spec: DomainSpec) -> str:
@@ -449,23 +559,53 @@ class Manager:
         heartbeats = self.store.heartbeats(
             spec.name, [n.node_id for n in nodes if n.state != S.TERMINATED]
         )
-        if spec.site not in listings:
-            try:
-                listings[spec.site] = self.provisioner.list(spec.site)
-            except Exception as exc:
-                log.warning("listing site %s failed: %s", spec.site, exc)
-                listings[spec.site] = None
+        sites = {site.name for site in spec.sites} | {n.site for n in nodes if n.state != S.TERMINATED}
+        for site in spec.sites:
+            self.provisioner.ensure_site(site)
+        site_nodes: dict[str, SiteNode] | None = None
+        unlisted: set[str] = set()
+        if self.holds("provisioner"):
+            site_nodes = {}
+            for site_name in sorted(sites):
+                if site_name not in listings:
+                    listings[site_name] = self.listing(site_name, now)
+                listed = listings[site_name]
+                if listed is None:
+                    unlisted.add(site_name)
+                elif len(sites) == 1:
+                    site_nodes = dict(listed) if not isinstance(listed, dict) else listed
+                else:
+                    site_nodes.update(listed)
         return Observation(
             spec=spec,
             state=self.store.get_state(spec.name),
             nodes=nodes,
             heartbeats=heartbeats,
-            site_nodes=listings[spec.site],
-            site_available=self.provisioner.available(spec.site, now),
+            site_nodes=site_nodes,
+            site_available={name: self.provisioner.available(name, now) for name in sites},
             readings=readings,
             now=now,
             store_back_at=self.store_back_at,
+            unlisted=frozenset(unlisted),
         )
+
+    def holds(self, role: str) -> bool:
+        return self.leases is None or role in self.held
+
+    def listing(self, site: str, now: float) -> Mapping[str, SiteNode] | None:
+        """The site's node listing, fetched at most once per ``list_interval`` (``None``: it failed)."""
+        if site in self.provisioner.broken or site not in self.provisioner.drivers:
+            return None
+        cached = self._listings.get(site)
+        if cached is not None and now - cached[0] < self.list_interval:
+            return cached[1]
+        try:
+            nodes = self.provisioner.list(site)
+        except Exception as exc:
+            log.warning("listing site %s failed: %s", site, exc)
+            return None
+        self._listings[site] = (now, nodes)
+        return nodes
 
     # -- act -------------------------------------------------------------------------------
     def attributes(self, spec: DomainSpec, rec: NodeRecord) -> dict[str, str]:
@@ -496,13 +636,17 @@ class Manager:
         return attrs
 
     def _still_leader(self) -> None:
-        """Before any cloud call: refuse to act if a newer manager took the decider role."""
-        if self.leases is not None and self.lease is not None:
-            self.leases.check(self.lease)
+        """Before any cloud call: refuse to act if a newer manager took one of this manager's roles."""
+        if self.leases is not None:
+            for lease in self.held.values():
+                self.leases.check(lease)
 
     def apply(self, plan: Plan, spec: DomainSpec, *, store: Store | None = None) -> None:
         store = store or self.store
         now = plan.state.last_decision["time"] if plan.state.last_decision else self.clock()
+        if self.queue is not None:
+            self._enqueue(plan, spec, store=store, now=now)
+            return
         # launch records are written before any machine is asked for (a fenced write)
         store.put_nodes([*plan.changed, *plan.launches])
         events = list(plan.events)
@@ -510,13 +654,15 @@ class Manager:
         records = {r.node_id: r for r in (*plan.changed, *plan.launches)}
         for rec in plan.launches:
             if not self.provisioner.available(rec.site, now):
-                break
+                continue  # stays REQUESTED: retried when the site is back
+            if self.provisioner.may_request(rec.site, now) > 0:
+                continue  # paced: launched on a later tick
             try:
                 userdata = deployable_type(rec.deployable_type).render(self.attributes(spec, rec))
                 tags = {"elastic-pool/domain": rec.domain, "elastic-pool/launch": rec.launch_id,
                         "elastic-pool/node": rec.node_id}
                 self._still_leader()
-                rec.provider_id = self.provisioner.launch(rec, userdata=userdata, now=now, tags=tags)
+                rec.provider_id = self._launch(spec, rec, userdata=userdata, now=now, tags=tags)
                 rec.set_state(S.PENDING, now, f"launched on {rec.site}")
                 events.append(("node", {"node": rec.node_id, "from": "REQUESTED", "to": "PENDING", "detail": rec.site}))
             except RetryableError as exc:
@@ -530,7 +676,7 @@ class Manager:
             victim = records.get(term.node_id) or next(
                 (n for n in store.nodes(spec.name) if n.node_id == term.node_id), None)
             if victim is None and term.provider_id is not None:  # a zombie: end it by its site id
-                victim = NodeRecord(node_id=term.node_id, domain=spec.name, launch_id="", site=spec.site,
+                victim = NodeRecord(node_id=term.node_id, domain=spec.name, launch_id="", site=term.site or spec.site,
                                     deployable_type=spec.deployable_type, provider_id=term.provider_id)
             if victim is None:
                 continue
@@ -546,20 +692,229 @@ class Manager:
             except Exception:
                 pass
         store.forget_nodes(spec.name, [r.node_id for r in plan.forget])
-        store.put_state(spec.name, plan.state)
+        if "decider" in plan.roles:
+            store.put_state(spec.name, plan.state)
         for kind, data in events:
             store.record(spec.name, kind, now, **data)
+        self._observe_metrics(plan, events)
+
+    def _enqueue(self, plan: Plan, spec: DomainSpec, *, store: Store, now: float) -> None:
+        """Queue mode: write the plan's records and its provisioning work in one fenced commit."""
+        work = [WorkItem("launch", rec.domain, rec.node_id, launch_id=rec.launch_id, site=rec.site,
+                         reason=rec.history[-1][2] if rec.history else "")
+                for rec in plan.launches if rec.node_id in plan.fresh]
+        for term in plan.terminations:
+            work.append(WorkItem("terminate", spec.name, term.node_id, grace=term.grace, reason=term.reason,
+                                 provider_id=term.provider_id, site=term.site or spec.site))
+        fresh = [rec for rec in plan.launches if rec.node_id in plan.fresh]
+        store.put_nodes([*plan.changed, *fresh], work=work)
+        for rec in plan.forget:
+            try:
+                self.provisioner.forget(rec)
+            except Exception:
+                pass
+        store.forget_nodes(spec.name, [r.node_id for r in plan.forget])
+        if "decider" in plan.roles:
+            store.put_state(spec.name, plan.state)
+        for kind, data in plan.events:
+            store.record(spec.name, kind, now, **data)
+        self._observe_metrics(plan, plan.events)
+
+    def _repairs_joined(self, plan: Plan, now: float) -> Plan:
+        """Time to repair, second stage: the replacement joined (tracked by the manager that saw both)."""
+        extra: list[tuple[str, dict[str, Any]]] = []
+        for kind, data in plan.events:
+            if kind == "repair" and data.get("stage") == "requested":
+                self._repairs[str(data["replacement"])] = (str(data["node"]), float(data["lost_at"]))
+            elif kind == "node" and data.get("to") == "JOINED" and data.get("node") in self._repairs:
+                gone, seen = self._repairs.pop(str(data["node"]))
+                extra.append(("repair", {"node": gone, "replacement": data["node"], "stage": "joined",
+                                         "seconds": round(now - seen, 3), "lost_at": seen}))
+            elif kind == "node" and data.get("to") in ("FAILED", "TERMINATING", "UNHEALTHY"):
+                self._repairs.pop(str(data.get("node")), None)
+        return replace(plan, events=plan.events + tuple(extra)) if extra else plan
+
+    def _observe_metrics(self, plan: Plan, events: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_plan(plan, events)
+
+    # -- provisioner workers (reactors: every manager runs them) -----------------------------
+    def execute(self, item: WorkItem, now: float | None = None) -> float | None:
+        """Carry out one work item; returns a delay when it must be retried later, else ``None``."""
+        now = self.clock() if now is None else now
+        if item.op == "launch":
+            return self._execute_launch(item, now)
+        if item.op == "terminate":
+            self._execute_terminate(item, now)
+            return None
+        log.error("unknown work item %r: dropped", item)
+        return None
+
+    def _execute_launch(self, item: WorkItem, now: float) -> float | None:
+        spec = self.store.get_domain(item.domain)
+        rec = self.store.node(item.domain, item.node_id)
+        if spec is None or rec is None or rec.state != S.REQUESTED or rec.launch_id != item.launch_id:
+            return None  # cancelled (scale-in before launch), done already, or the domain is gone
+        self.provisioner.ensure_site(spec.site_spec(rec.site))
+        if not self.provisioner.available(rec.site, now):
+            if rec.site in self.provisioner.broken:
+                self._launch_failed(rec, f"site {rec.site} is broken: {self.provisioner.broken[rec.site]}", now)
+                return None
+            return max(0.05, self.provisioner.backoff[rec.site].until - now)
+        wait = self.provisioner.may_request(rec.site, now)
+        if wait > 0:
+            return wait
+        try:
+            userdata = deployable_type(rec.deployable_type).render(self.attributes(spec, rec))
+            tags = {"elastic-pool/domain": rec.domain, "elastic-pool/launch": rec.launch_id,
+                    "elastic-pool/node": rec.node_id}
+            provider_id = self._launch(spec, rec, userdata=userdata, now=now, tags=tags)
+        except RetryableError as exc:
+            self.store.record(rec.domain, "launch_error", now, node=rec.node_id, error=str(exc),
+                              retry_in=round(exc.delay, 2))
+            return max(0.05, exc.delay)
+        except (PermanentError, UnknownPlugin, ValueError) as exc:
+            self._launch_failed(rec, f"launch failed: {exc}", now)
+            return None
+        orphan = False
+
+        def accepted(r: NodeRecord) -> bool:
+            nonlocal orphan
+            r.provider_id = provider_id
+            if r.state == S.REQUESTED:
+                r.set_state(S.PENDING, now, f"launched on {r.site}")
+            else:  # scaled in while the launch was in flight: end the machine now
+                orphan = r.state in (S.TERMINATING, S.TERMINATED, S.FAILED, S.UNHEALTHY)
+            return True
+
+        written = self.store.update_node(rec.domain, rec.node_id, accepted)
+        if written is None or orphan:
+            self._terminate_machine(rec, provider_id, grace=0.0, now=now, why="launched after scale-in")
+        else:
+            self.store.record(rec.domain, "node", now, node=rec.node_id, **{"from": "REQUESTED", "to": "PENDING"},
+                              detail=rec.site)
+        return None
+
+    def _launch(self, spec: DomainSpec, rec: NodeRecord, *, userdata: str, now: float,
+                tags: Mapping[str, str]) -> str:
+        site = spec.site_spec(rec.site)
+        return self.provisioner.launch(rec, userdata=userdata, now=now, tags=tags,
+                                       image=site.image_for(rec.deployable_type),
+                                       size=site.size_for(rec.deployable_type), capacity_ttl=spec.capacity_ttl)
+
+    def _launch_failed(self, rec: NodeRecord, why: str, now: float) -> None:
+        def failed(r: NodeRecord) -> bool:
+            if r.state != S.REQUESTED:
+                return False
+            r.set_state(S.FAILED, now, why)
+            return True
+
+        self.store.update_node(rec.domain, rec.node_id, failed)
+        self.store.record(rec.domain, "launch_error", now, node=rec.node_id, error=why, permanent=True)
+
+    def _terminate_machine(self, rec: NodeRecord, provider_id: str | None, *, grace: float, now: float,
+                           why: str) -> None:
+        victim = rec.copy()
+        victim.provider_id = provider_id
+        try:
+            self.provisioner.terminate(victim, grace=grace, now=now)
+        except Exception as exc:  # the doctor's "still there" rule asks again
+            self.store.record(rec.domain, "terminate_error", now, node=rec.node_id, error=str(exc), why=why)
+
+    def _execute_terminate(self, item: WorkItem, now: float) -> None:
+        rec = self.store.node(item.domain, item.node_id)
+        if rec is None:
+            if item.provider_id is None:
+                return
+            spec = self.store.get_domain(item.domain)
+            rec = NodeRecord(node_id=item.node_id, domain=item.domain, launch_id="", site=item.site,
+                             deployable_type=spec.deployable_type if spec else "", provider_id=item.provider_id)
+        spec = self.store.get_domain(item.domain)
+        if spec is not None:
+            self.provisioner.ensure_site(spec.site_spec(rec.site))
+        provider_id = rec.provider_id or item.provider_id
+        if provider_id is None:  # scaled in before its launch was recorded: find it by its tags
+            try:
+                listed = self.provisioner.list(rec.site).get(rec.node_id)
+            except Exception:
+                listed = None
+            if listed is None:
+                return
+            provider_id = listed.provider_id
+        self._terminate_machine(rec, provider_id, grace=item.grace, now=now, why=item.reason)
+
+    def start_workers(self) -> None:
+        """Start this manager's provisioner workers (queue mode)."""
+        if self.queue is None or self._workers:
+            return
+        self._workers_stop.clear()
+        for i in range(self.n_workers):
+            thread = threading.Thread(target=self._work_loop, args=(f"{self.manager_id}-w{i}",),
+                                      name=f"provisioner-{i}", daemon=True)
+            thread.start()
+            self._workers.append(thread)
+
+    def stop_workers(self, timeout: float = 10.0) -> None:
+        self._workers_stop.set()
+        for thread in self._workers:
+            thread.join(timeout)
+        self._workers.clear()
+
+    def _work_loop(self, consumer: str) -> None:
+        """Take items, do them, acknowledge; hold items whose site is backing off (touching them)."""
+        assert self.queue is not None
+        held: list[tuple[float, WorkItem]] = []  # (due, item)
+        last_touch = time.monotonic()
+        failures = 0
+        while not self._workers_stop.is_set():
+            try:
+                now = self.clock()
+                due = [(d, i) for d, i in held if d <= now]
+                held = [(d, i) for d, i in held if d > now]
+                block = 0.0 if due else min([0.5, *[d - now for d, _ in held]])
+                fresh = self.queue.take(consumer, block=block)
+                for _, item in due + [(now, i) for i in fresh]:
+                    delay = self.execute(item)
+                    if delay is None:
+                        self.queue.done([item])
+                        if self.metrics is not None:
+                            self.metrics.work_done(item.op)
+                    else:
+                        held.append((self.clock() + delay, item))
+                if held and time.monotonic() - last_touch > self.queue.reclaim_after / 3:
+                    self.queue.touch(consumer, [i for _, i in held])
+                    last_touch = time.monotonic()
+                failures = 0
+            except Exception as exc:  # the store may be restarting: back off (bounded), keep going
+                failures += 1
+                delay = min(5.0, 0.25 * 2 ** min(failures, 5))
+                log.error("provisioner worker %s: %s; retrying in %.1fs", consumer, error_text(exc), delay)
+                self._workers_stop.wait(delay)
+        try:
+            self.queue.give_back([i for _, i in held])
+        except Exception:
+            pass  # taken over after reclaim_after
 
     # -- the tick --------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> list[Plan]:
         """One pass over every domain: observe all, then plan and apply each."""
         now = self.clock() if now is None else now
         store = self.store
+        roles: frozenset[str] = frozenset(ROLES)
         if self.leases is not None:
-            self.lease = self.leases.acquire("decider")
-            if self.lease is None:
-                return []  # a standby: another manager decides
-            store = self.store.fenced("decider", self.lease.token)
+            self.held = {}
+            for role in ROLES:
+                lease = self.leases.acquire(role)
+                if lease is not None:
+                    self.held[role] = lease
+            if not self.held:
+                if self.metrics is not None:
+                    self.metrics.held((), ROLES)
+                return []  # a standby for every role: a reactor only (its workers still take work)
+            roles = frozenset(self.held)
+            store = self.store.fenced_roles({role: lease.token for role, lease in self.held.items()})
+        if self.metrics is not None:
+            self.metrics.held(roles, ROLES)
         listings: dict[str, Mapping[str, SiteNode] | None] = {}
         plans = []
         for spec in self.store.domains():
@@ -573,7 +928,7 @@ class Manager:
             self.context[spec.name] = context
             obs = self.observe(spec, now, listings)
             policy, err = self.policy_for(spec)
-            plan = plan_domain(obs, policy, policy_error=err)
+            plan = self._repairs_joined(plan_domain(obs, policy, policy_error=err, roles=roles), now)
             self.apply(plan, spec, store=store)
             self.last_plans[spec.name] = plan
             plans.append(plan)
@@ -590,8 +945,8 @@ class Manager:
                 self.tick()
                 failures = 0
             except (LeaseLost, FencedWrite) as exc:  # deposed mid-tick: stand by, act no more
-                log.warning("lost the decider role: %s", exc)
-                self.lease = None
+                log.warning("lost a role: %s", exc)
+                self.held = {}
                 continue
             except Exception as exc:  # the store may be restarting: back off, keep going
                 failures += 1
@@ -609,13 +964,15 @@ class Manager:
                 time.sleep(gap)
 
     def close(self) -> None:
-        """Stop queue watches, close sensors, hand the decider role over at once."""
-        if self.leases is not None and self.lease is not None:
-            try:
-                self.leases.release("decider")
-            except Exception:
-                pass
-            self.lease = None
+        """Stop workers and queue watches, close sensors, hand the roles over at once."""
+        self.stop_workers()
+        if self.leases is not None:
+            for role in list(self.held):
+                try:
+                    self.leases.release(role)
+                except Exception:
+                    pass
+            self.held = {}
         for stop_watch in self._watches.values():
             stop_watch()
         self._watches.clear()

@@ -68,6 +68,7 @@ class NodeRecord:
     history: list[tuple[str, float, str]] = field(default_factory=list)
     provider_id: str | None = None  # the site's id for the machine
     drain_deadline: float | None = None
+    drain_sent: bool = False  # DRAINING: the warm shutdown has been asked of the machine
 
     def copy(self) -> "NodeRecord":
         """A copy that can change state without touching this one (history entries are immutable)."""
@@ -346,12 +347,60 @@ class TimeoutSpec(_Spec):
         return self
 
 
+PLACEMENTS = ("overflow", "spread", "cheapest", "spot_first")
+CREDENTIAL_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
+
+
+class SiteSpec(_Spec):
+    """One site a domain may place workers on: a libcloud driver, its offering and its place in the order."""
+
+    name: str = Field(..., min_length=1, description="the site's name ('local', 'sim', or any name with a provider)")
+    provider: str | None = Field(None, description="libcloud compute provider (e.g. 'ec2'); none: a built-in site")
+    key: str | None = Field(None, description="credential by reference: env:NAME or file:/path")
+    secret: str | None = Field(None, description="credential by reference: env:NAME or file:/path")
+    region: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict, description="more driver arguments (host, port, ...)")
+    image: str | None = Field(None, description="image id for every deployable type not in `images`")
+    images: dict[str, str] = Field(default_factory=dict, description="deployable type -> image id")
+    size: str | None = Field(None, description="size (instance type) for every deployable type not in `sizes`")
+    sizes: dict[str, str] = Field(default_factory=dict, description="deployable type -> size")
+    spot: bool = Field(False, description="preemptible capacity")
+    price: float = Field(0.0, ge=0, description="per node-hour, for cheapest-first placement")
+    rank: int = Field(0, description="overflow order: lower first; scale-in from the highest")
+    max: int | None = Field(None, ge=0, description="most live nodes of this domain on this site")
+    weight: float = Field(1.0, ge=0, description="share for spread placement")
+    batch: int = Field(1, ge=1, le=1000, description="most machines per launch request, where the driver can")
+    rate: float | None = Field(None, gt=0, description="launch requests per second the pool allows itself "
+                               "here (the cloud's published limit, e.g. 2 on EC2); none: unpaced")
+    burst: int = Field(1, ge=1, description="launch requests that may go at once before pacing (EC2: 5)")
+
+    @field_validator("key", "secret")
+    @classmethod
+    def _reference(cls, v: str | None) -> str | None:
+        if v is not None and not CREDENTIAL_REF.match(v):
+            raise ValueError("must be a reference, env:NAME or file:/path (a literal credential is refused "
+                             "and not shown)")
+        return v
+
+    def image_for(self, deployable_type: str) -> str | None:
+        return self.images.get(deployable_type, self.image)
+
+    def size_for(self, deployable_type: str) -> str | None:
+        return self.sizes.get(deployable_type, self.size)
+
+
 class DomainSpec(_Spec):
     """A domain: a pool of identical workers with one policy."""
 
     name: str
     deployable_type: str = "celery-worker"
-    site: str = "local"
+    site: str = Field("local", description="the only site (shorthand for `sites: [{name: SITE}]`)")
+    sites: list[SiteSpec] = Field(default_factory=list, description="sites in placement order")
+    placement: Literal["overflow", "spread", "cheapest", "spot_first"] = "overflow"
+    overprovision: float = Field(0.0, ge=0, le=100, description="percent launched above the target while "
+                                 "nodes boot (some never do); trimmed as they join")
+    capacity_ttl: float = Field(180.0, ge=0, description="seconds a site that answered 'out of capacity' "
+                                "gets no launches")
     min: int = Field(0, ge=0)
     max: int = Field(..., ge=0, le=100_000)
     broker: str | None = Field(None, description="broker URL; default: the pool's own Redis")
@@ -383,11 +432,38 @@ class DomainSpec(_Spec):
 
     @model_validator(mode="after")
     def _bounds(self) -> "DomainSpec":
+        names = [s.name for s in self.sites]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"sites: {', '.join(dupes)} listed more than once; site names must be unique")
         if self.max < self.min:
             raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
         if self.deployable_type == "celery-worker" and self.celery is None:
             raise ValueError("deployable_type celery-worker needs a 'celery:' block with at least 'app'")
         return self
+
+    def site_spec(self, name: str) -> SiteSpec:
+        for site in self.sites:
+            if site.name == name:
+                return site
+        return SiteSpec(name=name)  # a site no longer configured: its nodes are still ended cleanly
+
+    @model_validator(mode="before")
+    @classmethod
+    def _site_list(cls, data: Any) -> Any:
+        """`site: NAME` and `sites: [...]` are one setting: the first site listed is `site`."""
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        sites = data.get("sites")
+        if not sites:
+            data["sites"] = [{"name": data.get("site", "local")}]
+        elif isinstance(sites, list) and sites and isinstance(sites[0], Mapping) and "name" in sites[0]:
+            if "site" in data and data["site"] != sites[0]["name"]:
+                raise ValueError(f"site: {data['site']!r} is not the first of sites ({sites[0]['name']!r}); "
+                                 "give one or the other")
+            data["site"] = sites[0]["name"]
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from dataclasses import dataclass, field
@@ -12,7 +13,10 @@ from libcloud.common.types import InvalidCredsError
 from libcloud.compute.base import Node, NodeDriver
 from libcloud.compute.types import NodeState as CloudState
 
-from pool.model import NodeRecord
+from pool.drivers import adapters
+from pool.model import NodeRecord, SiteSpec
+
+log = logging.getLogger("elastic_pool.provisioner")
 
 
 class ProvisionError(Exception):
@@ -35,24 +39,44 @@ class PermanentError(ProvisionError):
     """Will not succeed by retrying (bad credentials, bad image): the site is marked broken."""
 
 
-THROTTLE_MARKERS = ("RequestLimitExceeded", "Throttling", "TooManyRequests", "429", "503", "SlowDown")
-CAPACITY_MARKERS = ("InsufficientInstanceCapacity", "InstanceLimitExceeded", "QUOTA_EXCEEDED",
+#: Error codes and words that mean "slow down" (EC2, GCE, Azure, S3-style APIs); matched case-insensitively.
+THROTTLE_MARKERS = ("RequestLimitExceeded", "Throttling", "TooManyRequests", "SlowDown", "RateLimitExceeded")
+#: HTTP statuses that mean "slow down": checked on the error's status code, never searched for in its text
+#: (an instance id or a message can contain "503").
+THROTTLE_STATUSES = (429, 503)
+#: Capacity and quota: the offering has no room now.
+CAPACITY_MARKERS = ("InsufficientInstanceCapacity", "InsufficientHostCapacity", "InstanceLimitExceeded",
+                    "VcpuLimitExceeded", "MaxSpotInstanceCountExceeded", "QUOTA_EXCEEDED",
                     "ZONE_RESOURCE_POOL_EXHAUSTED", "quota", "capacity")
+#: Refused credentials or permissions: retrying only hammers the API.
+AUTH_MARKERS = ("AuthFailure", "UnauthorizedOperation", "InvalidClientTokenId", "SignatureDoesNotMatch",
+                "OptInRequired", "AccessDenied")
+
+
+def _status(exc: BaseException) -> int | None:
+    code = getattr(exc, "code", None)
+    try:
+        return int(code) if code is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def classify(exc: BaseException, *, delay: float) -> ProvisionError:
     """Sort a driver error into retryable (with a delay), capacity or permanent."""
-    text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, ProvisionError):
         return exc
-    if isinstance(exc, InvalidCredsError):
+    text = f"{type(exc).__name__}: {exc}"
+    lowered = text.lower()
+    status = _status(exc)
+    if isinstance(exc, InvalidCredsError) or any(m.lower() in lowered for m in AUTH_MARKERS):
         return PermanentError(f"credentials refused: {text}")
-    if isinstance(exc, RateLimitReachedError) or any(m in text for m in THROTTLE_MARKERS):
+    if (isinstance(exc, RateLimitReachedError) or status in THROTTLE_STATUSES
+            or any(m.lower() in lowered for m in THROTTLE_MARKERS)):
         retry_after = getattr(exc, "retry_after", None)
         return RetryableError(f"throttled: {text}", float(retry_after or delay))
-    if any(m in text for m in CAPACITY_MARKERS):
+    if any(m.lower() in lowered for m in CAPACITY_MARKERS):
         return CapacityError(f"out of capacity: {text}", delay)
-    if isinstance(exc, BaseHTTPError) and getattr(exc, "code", 0) in (401, 403):
+    if isinstance(exc, BaseHTTPError) and status in (401, 403):
         return PermanentError(f"credentials refused: {text}")
     if isinstance(exc, (OSError, TimeoutError, BaseHTTPError)):
         return RetryableError(text, delay)
@@ -83,6 +107,27 @@ class Backoff:
         return now >= self.until
 
 
+@dataclass
+class Pacer:
+    """A client-side token bucket: the pool's own request rate to a site stays under the cloud's limit."""
+
+    rate: float
+    burst: int = 1
+    tokens: float = -1.0
+    at: float | None = None
+
+    def take(self, now: float) -> float:
+        """0.0 and one token used, or the seconds until a token is there."""
+        if self.at is None:
+            self.tokens, self.at = float(self.burst), now
+        self.tokens = min(float(self.burst), self.tokens + max(0.0, now - self.at) * self.rate)
+        self.at = max(self.at, now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
 @dataclass(frozen=True)
 class SiteNode:
     """What a site says of one machine."""
@@ -92,6 +137,7 @@ class SiteNode:
     running: bool
     tags: Mapping[str, str]
     alive: bool = True  # listed in any state but ended (pending, starting, running, ...)
+    site: str = ""
 
 
 class Provisioner:
@@ -104,6 +150,25 @@ class Provisioner:
         self.broken: dict[str, str] = {}
         self._lock = threading.Lock()
         self.on_event = on_event
+        self._catalogue: dict[tuple[str, str, str | None], Any] = {}
+        self.full: dict[str, float] = {}  # site -> until when it gets no launches (out of capacity)
+        self.pace: dict[str, tuple[tuple[float, int], Pacer]] = {}  # site -> client-side request pacing
+        self._backoff_args = (backoff_base, backoff_cap)
+
+    def ensure_site(self, site: SiteSpec) -> None:
+        """Make the driver for a configured site, once; a site that cannot be made is marked broken."""
+        if site.rate is not None and self.pace.get(site.name, (None,))[0] != (site.rate, site.burst):
+            self.pace[site.name] = ((site.rate, site.burst), Pacer(rate=site.rate, burst=site.burst))
+        elif site.rate is None:
+            self.pace.pop(site.name, None)
+        if site.name in self.drivers or site.name in self.broken:
+            return
+        self.backoff.setdefault(site.name, Backoff(base=self._backoff_args[0], cap=self._backoff_args[1]))
+        try:
+            self.drivers[site.name] = make_site_driver(site)
+        except Exception as exc:  # a missing credential, an unknown provider: say so, never retry blindly
+            self.broken[site.name] = f"cannot make driver: {exc}"
+            log.error("site %s: %s", site.name, self.broken[site.name])
 
     def driver(self, site: str) -> Any:
         """The site's libcloud driver (typed loosely: drivers take their own ``ex_`` arguments)."""
@@ -113,37 +178,75 @@ class Provisioner:
             raise PermanentError(f"unknown site {site!r}; configured: {', '.join(sorted(self.drivers))}") from None
 
     def available(self, site: str, now: float) -> bool:
-        return site in self.drivers and site not in self.broken and self.backoff[site].ready(now)
+        return (site in self.drivers and site not in self.broken and self.backoff[site].ready(now)
+                and self.full.get(site, 0.0) <= now)
 
-    def _failed(self, site: str, exc: BaseException, now: float) -> ProvisionError:
+    def may_request(self, site: str, now: float) -> float:
+        """Take a launch request token of the site's pacing: 0.0 if taken, else seconds until one is there."""
+        paced = self.pace.get(site)
+        return 0.0 if paced is None else paced[1].take(now)
+
+    def _failed(self, site: str, exc: BaseException, now: float, *, capacity_ttl: float = 180.0) -> ProvisionError:
         err = classify(exc, delay=0.0)
         if isinstance(err, PermanentError):
             self.broken[site] = str(err)
+        elif isinstance(err, CapacityError):  # place elsewhere for a while; no backoff growth
+            self.full[site] = now + capacity_ttl
+            err.delay = capacity_ttl
         else:
             assert isinstance(err, RetryableError)
             err.delay = self.backoff[site].fail(now, at_least=err.delay)
         return err
 
     def launch(self, record: NodeRecord, *, userdata: str, now: float, tags: Mapping[str, str],
-               extra: Mapping[str, Any] | None = None) -> str:
-        """Launch the machine for ``record``; idempotent under its launch id. Returns the provider id."""
+               extra: Mapping[str, Any] | None = None, image: str | None = None,
+               size: str | None = None, capacity_ttl: float = 180.0) -> str:
+        """Launch the machine for ``record``; idempotent under its launch id. Returns the provider id.
+
+        ``image`` and ``size`` are the site's ids for the deployable type (an AMI id and an
+        instance type on EC2); without them the site's first listed image and size are used,
+        where the site allows that. A driver with client tokens gets the launch id as its token;
+        for one without, the site is first searched for a machine tagged with the launch id.
+        """
         driver = self.driver(record.site)
         if record.site in self.broken:
             raise PermanentError(f"site {record.site} is broken: {self.broken[record.site]}")
+        adapter = adapters.adapter_for(driver)
+        tags = {**tags, adapters.TAG_LAUNCH: record.launch_id}
+        kwargs = {**adapter.launch_kwargs(userdata=userdata, token=record.launch_id, tags=tags),
+                  **dict(extra or {})}  # the site's own ex_ arguments (subnet, key pair, ...)
         try:
-            node = driver.create_node(
-                name=record.node_id,
-                size=driver.list_sizes()[0],
-                image=driver.list_images()[0],
-                ex_userdata=userdata,
-                ex_client_token=record.launch_id,
-                ex_tags=dict(tags),
-                **dict(extra or {}),
-            )
+            node_image = self._resolve(record.site, driver, "image", image)
+            node_size = self._resolve(record.site, driver, "size", size)
+            if not adapter.client_token:
+                found = adapter.find_launched(driver, launch_id=record.launch_id, name=record.node_id)
+                if found is not None:
+                    self.backoff[record.site].succeed()
+                    return str(found.id)
+            node = driver.create_node(name=record.node_id, size=node_size, image=node_image, **kwargs)
+        except adapters.UnknownOffering as exc:  # configuration of this deployable type, not the site
+            raise PermanentError(f"launch {record.launch_id} on {record.site}: {exc}") from exc
         except Exception as exc:
-            raise self._failed(record.site, exc, now) from exc
+            if "IdempotentParameterMismatch" in str(exc):  # this launch's token reused differently
+                raise PermanentError(f"launch {record.launch_id}: {exc}") from exc
+            raise self._failed(record.site, exc, now, capacity_ttl=capacity_ttl) from exc
+        if isinstance(node, list):  # a driver that answers a launch with a list (EC2 on some replies)
+            if not node:
+                raise self._failed(record.site, RuntimeError(
+                    f"launch {record.launch_id}: the site answered with no machine"), now)
+            node = node[0]
         self.backoff[record.site].succeed()
         return str(node.id)
+
+    def _resolve(self, site: str, driver: NodeDriver, kind: str, ref: str | None) -> Any:
+        """The NodeImage/NodeSize for ``ref`` on ``site``, resolved once per driver."""
+        key = (site, kind, ref)
+        hit = self._catalogue.get(key)
+        if hit is not None and hit.driver is driver:
+            return hit
+        obj = adapters.resolve_image(driver, ref) if kind == "image" else adapters.resolve_size(driver, ref)
+        self._catalogue[key] = obj
+        return obj
 
     def _node(self, record: NodeRecord) -> Node:
         driver = self.driver(record.site)
@@ -154,7 +257,7 @@ class Provisioner:
         """Ask the site to end the machine; idempotent."""
         driver = self.driver(record.site)
         try:
-            driver.destroy_node(self._node(record), ex_grace=grace)
+            driver.destroy_node(self._node(record), **adapters.adapter_for(driver).destroy_kwargs(grace=grace))
         except Exception as exc:
             raise self._failed(record.site, exc, now) from exc
 
@@ -165,18 +268,54 @@ class Provisioner:
         return bool(fn(self._node(record))) if fn else False
 
     def list(self, site: str) -> dict[str, SiteNode]:
-        """What the site says exists, by our node id (machines not tagged by us are left out)."""
+        """What the site says exists, by our node id (from the node tag; else the machine's name)."""
         driver = self.driver(site)
+        adapter = adapters.adapter_for(driver)
         out: dict[str, SiteNode] = {}
-        for node in driver.list_nodes():
-            tags = node.extra.get("tags") or {}
-            node_id = tags.get("elastic-pool/node") or node.name
+        for node in driver.list_nodes(**adapter.list_kwargs()):
+            tags = adapter.node_tags(node)
+            node_id = tags.get(adapters.TAG_NODE) or node.name
             state = node.state  # libcloud's states are singletons: identity is exact and much faster
             alive = not (state is CloudState.TERMINATED or state is CloudState.STOPPED or state is CloudState.ERROR)
-            out[node_id] = SiteNode(node_id, str(node.id), state is CloudState.RUNNING, tags, alive)
+            seen = out.get(node_id)
+            if seen is not None and seen.alive and not alive:
+                continue  # a live machine wins over an ended one with the same node id (EC2 lists ended ones a while)
+            out[node_id] = SiteNode(node_id, str(node.id), state is CloudState.RUNNING, tags, alive, site)
         return out
 
     def forget(self, record: NodeRecord) -> None:
         fn = getattr(self.driver(record.site), "ex_forget", None)
         if fn:
             fn(record.provider_id or record.node_id)
+
+
+def make_site_driver(site: SiteSpec) -> NodeDriver:
+    """The libcloud driver for a site spec: a built-in site by name, else the named libcloud provider.
+
+    Credentials are read here from their references (``env:NAME``, ``file:/path``) and go only to
+    the driver: never into records, events or status.
+    """
+    from libcloud.compute.providers import get_driver
+
+    from pool.drivers import BUILTIN_SITES, make_driver
+
+    if site.provider is None:
+        if site.name not in BUILTIN_SITES:
+            raise PermanentError(f"site {site.name!r} names no provider; built-in sites: "
+                                 f"{', '.join(sorted(BUILTIN_SITES))}; others need provider: (e.g. ec2)")
+        return make_driver(site.name, **site.options)
+    key = adapters.secret_from(site.key) if site.key else None
+    secret = adapters.secret_from(site.secret) if site.secret else None
+    if site.provider.lower() == "ec2":
+        opts = dict(site.options)
+        return adapters.ec2_driver(region=site.region or "us-east-1", key=site.key or "env:AWS_ACCESS_KEY_ID",
+                                   secret=site.secret or "env:AWS_SECRET_ACCESS_KEY", **opts)
+    try:
+        cls = get_driver(site.provider)
+    except AttributeError:
+        raise PermanentError(f"site {site.name}: unknown libcloud provider {site.provider!r}") from None
+    kwargs: dict[str, Any] = dict(site.options)
+    if site.region:
+        kwargs.setdefault("region", site.region)
+    args = [a for a in (key, secret) if a is not None]
+    return cls(*args, **kwargs)  # type: ignore[no-any-return]

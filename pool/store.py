@@ -11,15 +11,19 @@ from typing import Any, Callable, Iterable
 import redis
 
 from pool.model import DomainSpec, DomainState, Heartbeat, NodeRecord
+from pool.workqueue import WorkItem
 
 EVENT_LOG_LENGTH = 2000
 
 
-#: Runs a batch of commands only if the fencing token is still the newest for its role.
+#: Runs a batch of commands only if every fencing token is still the newest for its role
+#: (KEYS are the roles' fence counters, ARGV starts with one token per key).
 _FENCED = """
-local cur = redis.call('GET', KEYS[1])
-if cur ~= ARGV[1] then return redis.error_reply('FENCED newest token ' .. tostring(cur)) end
-local i = 2
+for k = 1, #KEYS do
+  local cur = redis.call('GET', KEYS[k])
+  if cur ~= ARGV[k] then return redis.error_reply('FENCED newest token ' .. tostring(cur) .. ' for ' .. KEYS[k]) end
+end
+local i = #KEYS + 1
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + n))
@@ -41,7 +45,7 @@ class Store:
     late writes are refused with :class:`FencedWrite`.
     """
 
-    fence: tuple[str, int] | None = None
+    fence: tuple[tuple[str, int], ...] | None = None
 
     def __init__(self, client: redis.Redis, *, namespace: str = "ep") -> None:
         self.r = client
@@ -50,26 +54,30 @@ class Store:
 
     def fenced(self, role: str, token: int) -> "Store":
         """A view of this store whose writes carry ``token`` for ``role``."""
+        return self.fenced_roles({role: token})
+
+    def fenced_roles(self, tokens: "dict[str, int]") -> "Store":
+        """A view whose writes are refused unless every ``role: token`` is still the newest."""
         view = copy.copy(self)
-        view.fence = (role, token)
+        view.fence = tuple(sorted(tokens.items())) or None
         return view
 
     def _commit(self, pipe: Any) -> None:
         if self.fence is None:
             pipe.execute()
             return
-        role, token = self.fence
-        args: list[Any] = [token]
+        args: list[Any] = [token for _, token in self.fence]
         for command, _options in pipe.command_stack:
             args += [len(command), *command]
         pipe.reset()
         if self._fenced_script is None:
             self._fenced_script = self.r.register_script(_FENCED)
         try:
-            self._fenced_script(keys=[self._k("fence", role)], args=args)
+            self._fenced_script(keys=[self._k("fence", role) for role, _ in self.fence], args=args)
         except redis.ResponseError as exc:
             if "FENCED" in str(exc):
-                raise FencedWrite(f"write refused: role {role} token {token} is no longer the newest") from None
+                held = ", ".join(f"{role} token {token}" for role, token in self.fence)
+                raise FencedWrite(f"write refused: {held} no longer the newest ({exc})") from None
             raise
 
     @classmethod
@@ -138,14 +146,48 @@ class Store:
         raw = self.r.hgetall(self._d(domain, "nodes"))
         return sorted((NodeRecord.from_json(v) for v in raw.values()), key=lambda n: n.created)
 
-    def put_nodes(self, records: Iterable[NodeRecord]) -> None:
+    def node(self, domain: str, node_id: str) -> NodeRecord | None:
+        raw = self.r.hget(self._d(domain, "nodes"), node_id)
+        return NodeRecord.from_json(raw) if raw else None
+
+    def put_nodes(self, records: Iterable[NodeRecord], *, work: Iterable[WorkItem] = ()) -> None:
+        """Write records, and queue the provisioning work that acts on them in the same commit."""
         pipe = self.r.pipeline(transaction=False)
         n = 0
         for rec in records:
             pipe.hset(self._d(rec.domain, "nodes"), rec.node_id, rec.to_json())
             n += 1
+        for item in work:
+            pipe.xadd(self._k("work"), item.fields())
+            n += 1
         if n:
             self._commit(pipe)
+
+    def update_node(self, domain: str, node_id: str, change: Callable[[NodeRecord], bool],
+                    *, attempts: int = 20) -> NodeRecord | None:
+        """Read-modify-write one record without losing a concurrent write (optimistic, bounded).
+
+        ``change`` edits the record in place and returns whether to write it. Returns the record
+        as written (or as found), ``None`` if it does not exist.
+        """
+        key = self._d(domain, "nodes")
+        for attempt in range(attempts):
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.hget(key, node_id)
+                    if not raw:
+                        return None
+                    rec = NodeRecord.from_json(raw)  # type: ignore[arg-type]  # immediate mode after WATCH
+                    if not change(rec):
+                        return rec
+                    pipe.multi()
+                    pipe.hset(key, node_id, rec.to_json())
+                    pipe.execute()
+                    return rec
+                except redis.WatchError:
+                    time.sleep(min(0.2, 0.005 * 2 ** attempt))
+        raise RuntimeError(f"node {node_id}: record kept changing; gave up after {attempts} attempts")
 
     def forget_nodes(self, domain: str, node_ids: Iterable[str]) -> None:
         ids = list(node_ids)
@@ -304,7 +346,12 @@ class MemoryStore(Store):
             records.sort(key=lambda n: n.created)
         return records
 
-    def put_nodes(self, records: Iterable[NodeRecord]) -> None:
+    def node(self, domain: str, node_id: str) -> NodeRecord | None:
+        return self._nodes.get(domain, {}).get(node_id)
+
+    def put_nodes(self, records: Iterable[NodeRecord], *, work: Iterable[WorkItem] = ()) -> None:
+        if list(work):
+            raise ValueError("the in-memory store has no work queue: run provisioning inline")
         for rec in records:
             table = self._nodes.setdefault(rec.domain, {})
             if rec.node_id not in table:

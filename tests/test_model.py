@@ -71,6 +71,21 @@ def test_minimal_spec_defaults() -> None:
     spec = parse_domain_spec(GOOD)
     assert spec.min == 0 and spec.max == 4 and spec.policy.name == "queue_depth"
     assert spec.celery is not None and spec.celery.queue == "celery"
+    assert spec.site == "local" and [s.name for s in spec.sites] == ["local"] and spec.placement == "overflow"
+
+
+def test_sites_list_and_credentials_by_reference() -> None:
+    spec = parse_domain_spec({**GOOD, "placement": "spot_first", "sites": [
+        {"name": "spot", "provider": "ec2", "key": "env:AWS_KEY", "secret": "file:/run/secret", "spot": True,
+         "price": 0.01, "images": {"celery-worker": "ami-1"}, "size": "t3.micro", "max": 10},
+        {"name": "local", "rank": 1}]})
+    assert spec.site == "spot" and [s.name for s in spec.sites] == ["spot", "local"]
+    spot = spec.site_spec("spot")
+    assert spot.image_for("celery-worker") == "ami-1" and spot.size_for("celery-worker") == "t3.micro"
+    assert spec.site_spec("gone").name == "gone"  # a site no longer configured still resolves
+    with pytest.raises(SpecError) as err:
+        parse_domain_spec({**GOOD, "sites": [{"name": "e", "provider": "ec2", "secret": "wJalrXUtnFEMI/K7MDENG"}]})
+    assert "wJalrXUtnFEMI" not in str(err.value)  # a literal credential is refused without being echoed
 
 
 @pytest.mark.parametrize(
@@ -78,7 +93,12 @@ def test_minimal_spec_defaults() -> None:
     [
         ({"max": -1}, "max: Input should be greater than or equal to 0"),
         ({"min": 5, "max": 2}, "max (2) must be >= min (5)"),
-        ({"colour": "blue"}, "colour: unknown field (allowed: name, deployable_type, site, min, max"),
+        ({"colour": "blue"}, "colour: unknown field (allowed: name, deployable_type, site, sites, placement"),
+        ({"sites": [{"name": "e", "provider": "ec2", "key": "AKIAXXXX"}]},
+         "sites.0.key: must be a reference, env:NAME or file:/path"),
+        ({"sites": [{"name": "local"}, {"name": "local"}]}, "sites: local listed more than once"),
+        ({"site": "sim", "sites": [{"name": "local"}]}, "site: 'sim' is not the first of sites ('local')"),
+        ({"placement": "random"}, "placement: Input should be 'overflow', 'spread', 'cheapest' or 'spot_first'"),
         ({"broker": "http://x"}, "broker: 'http://x' is not a broker URL; expected one of redis://"),
         ({"celery": {"app": "tasks", "qeue": "x"}}, "celery.qeue: unknown field (allowed: app, path, queue"),
         ({"name": "Bad Name"}, "name: must be lowercase letters"),

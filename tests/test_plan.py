@@ -213,13 +213,28 @@ def test_zombie_machines_are_terminated() -> None:
     assert [(t.node_id, t.provider_id, t.grace) for t in zombies] == [("ghost", "pid-77", 0.0)]
 
 
-def test_preemption_notice_replaces_at_once_and_drains() -> None:
+def test_preemption_notice_replaces_at_once_and_drains_once_the_replacement_joined() -> None:
     a = joined("a")
     hbs = {"a": Heartbeat(time=99.9, ready=True, active=1, preempt_notice=99.5)}
     plan = plan_domain(observe([a], hbs, 1, 100.0), load_policy("queue_depth", {}), new_ids=ids([0]))
-    assert plan.changed[0].state == S.DRAINING
+    noticed = plan.changed[0]
+    assert noticed.state == S.DRAINING and not noticed.drain_sent
     assert len(plan.launches) == 1  # the replacement starts before the machine goes
-    assert plan.terminations[0].grace == 100.0  # drained, not killed
+    assert not plan.terminations  # it keeps serving while the replacement boots
+    replacement = plan.launches[0]
+    # a tick later the replacement is still booting: the noticed node still serves
+    hbs["a"] = Heartbeat(time=109.9, ready=True, active=1, preempt_notice=99.5)
+    later = plan_domain(observe([noticed, replacement], hbs, 1, 110.0, state=DomainState(intended=1)),
+                        load_policy("queue_depth", {}), new_ids=ids([5]))
+    assert not later.terminations and not later.fresh
+    # the replacement joined: now the noticed node drains, with what is left of its window as grace
+    booted = joined(replacement.node_id)
+    hbs[booted.node_id] = Heartbeat(time=119.9, ready=True, active=0)
+    hbs["a"] = Heartbeat(time=119.9, ready=True, active=1, preempt_notice=99.5)
+    done = plan_domain(observe([noticed, booted], hbs, 1, 120.0, state=DomainState(intended=1)),
+                       load_policy("queue_depth", {}), new_ids=ids([9]))
+    assert [(t.node_id, t.grace) for t in done.terminations] == [("a", 80.0)]
+    assert [r.drain_sent for r in done.changed if r.node_id == "a"] == [True]
 
 
 def test_waiting_on_idle_timeout_records_no_event_every_tick() -> None:

@@ -1,0 +1,85 @@
+"""Several sites per domain: placement, overflow when a site is full, pacing, overprovisioning, scale."""
+
+from __future__ import annotations
+
+from pool.drivers.sim import parse_profile
+from pool.model import NodeState
+from pool.simfleet import Fleet
+
+S = NodeState
+LIVE = (S.REQUESTED, S.PENDING, S.STARTED, S.JOINED)
+
+
+def domain(size: int, *, sites: list[dict], placement: str = "overflow", **extra: object) -> dict:
+    return {"name": "fleet", "deployable_type": "celery-worker", "celery": {"app": "tasks"}, "min": size,
+            "max": 20_000, "policy": {"name": "fixed", "size": size}, "sites": sites, "placement": placement,
+            "sensor": {"name": "sim_queue", "queue": "none"},
+            "timeouts": {"heartbeat_interval": 5, "heartbeat_timeout": 30, "boot": 120, "terminate_grace": 5},
+            **extra}
+
+
+def test_overflow_fills_in_rank_order_and_shrinks_from_the_top() -> None:
+    fleet = Fleet(domain(7, sites=[{"name": "home", "max": 4}, {"name": "cloud", "rank": 1}]),
+                  profiles={"home": "local", "cloud": "local"})
+    assert fleet.run_until(lambda f: f.count() == 7, limit=120) is not None
+    assert fleet.count(site="home") == 4 and fleet.count(site="cloud") == 3
+    fleet.store.set_override("fleet", 5)
+    assert fleet.run_until(lambda f: f.count(*LIVE) == 5, limit=300) is not None
+    assert fleet.count(*LIVE, site="home") == 4 and fleet.count(*LIVE, site="cloud") == 1
+
+
+def test_a_full_site_overflows_to_the_next_for_the_capacity_ttl() -> None:
+    fleet = Fleet(domain(6, sites=[{"name": "a"}, {"name": "b", "rank": 1}], capacity_ttl=600),
+                  profiles={"a": parse_profile("local:capacity=2"), "b": "local"})
+    assert fleet.run_until(lambda f: f.count() == 6, limit=200) is not None
+    assert fleet.count(site="a") == 2 and fleet.count(site="b") == 4
+    errors = [e for e in fleet.store.events("fleet", 500, kind="launch_error")]
+    assert errors and "capacity" in errors[-1]["error"]
+    assert not fleet.provisioner.available("a", fleet.now)  # skipped until the TTL passes
+
+
+def test_spot_first_falls_back_to_on_demand_and_spread_follows_weights() -> None:
+    spot = Fleet(domain(5, placement="spot_first", sites=[
+        {"name": "od", "price": 0.10}, {"name": "spot", "spot": True, "price": 0.03, "max": 3}]),
+        profiles={"od": "local", "spot": "local"})
+    assert spot.run_until(lambda f: f.count() == 5, limit=120) is not None
+    assert spot.count(site="spot") == 3 and spot.count(site="od") == 2
+    spread = Fleet(domain(9, placement="spread", sites=[{"name": "x", "weight": 2}, {"name": "y"}]),
+                   profiles={"x": "local", "y": "local"})
+    assert spread.run_until(lambda f: f.count() == 9, limit=120) is not None
+    assert spread.count(site="x") == 6 and spread.count(site="y") == 3
+
+
+def test_a_broken_site_is_not_hammered_and_the_others_take_the_load() -> None:
+    fleet = Fleet(domain(4, sites=[{"name": "bad", "provider": "ec2", "key": "env:EP_TEST_UNSET_KEY",
+                                    "secret": "env:EP_TEST_UNSET_SECRET"}, {"name": "good", "rank": 1}]),
+                  profiles={"good": "local"})
+    assert fleet.run_until(lambda f: f.count() == 4, limit=120) is not None
+    assert fleet.count(site="good") == 4
+    assert "EP_TEST_UNSET_KEY is not set" in fleet.provisioner.broken["bad"]
+
+
+def test_pacing_keeps_launch_requests_within_the_site_bucket() -> None:
+    """EC2's RunInstances bucket (5, refill 2/s): paced at 2/s with burst 5, the site never throttles."""
+    fleet = Fleet(domain(60, sites=[{"name": "ec2", "rate": 2, "burst": 5}]),
+                  profiles={"ec2": parse_profile("ec2:boot_median=20")})
+    assert fleet.run_until(lambda f: f.count() == 60, limit=600) is not None
+    calls = fleet.sites["ec2"].ex_events()
+    run = [c for c in calls if c.api == "RunInstances"]
+    assert len(run) == 60 and all(c.accepted for c in run)
+
+
+def test_overprovisioning_covers_machines_that_never_boot_and_is_trimmed() -> None:
+    fleet = Fleet(domain(40, sites=[{"name": "s"}], overprovision=25),
+                  profiles={"s": parse_profile("local:never_boot=0.1")}, seed=3)
+    t = fleet.run_until(lambda f: f.count() >= 40, limit=100)
+    assert t is not None and t < 100  # reached before the boot timeout (120 s) could replace anything
+    assert fleet.run_until(lambda f: f.count(*LIVE) == 40, limit=400) is not None  # the margin is trimmed
+
+
+def test_a_thousand_node_scale_up_reaches_its_size() -> None:
+    fleet = Fleet(domain(1000, sites=[{"name": "ec2", "rate": 2, "burst": 5}], overprovision=12),
+                  profiles={"ec2": parse_profile("ec2:never_boot=0.1")}, seed=1)
+    t = fleet.run_until(lambda f: f.count() >= 1000, limit=3600)
+    assert t is not None
+    assert fleet.count(*LIVE) >= 1000
