@@ -12,6 +12,7 @@ ALIASES: dict[str, str] = {
     "spark_tasks": "policies.spark_tasks:SparkTasks",
     "threshold": "policies.threshold:Threshold",
     "drain_time": "policies.drain_time:DrainTime",
+    "lookahead": "policies.lookahead:Lookahead",
     "schedule": "policies.schedule:Schedule",
     "composite": "policies.composite:Composite",
     "keda_hpa": "policies.baselines:KedaHpa",

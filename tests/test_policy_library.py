@@ -13,6 +13,7 @@ import pytest
 from policies import Policy, load_policy, registry
 from policies.baselines import AwsTargetTracking, KedaHpa, Ray, SparkDynamicAllocation
 from policies.composite import Composite, Formula
+from policies.lookahead import Lookahead
 from pool.manager import Observation, plan_domain
 from pool.model import (
     Decision,
@@ -24,7 +25,7 @@ from pool.model import (
     parse_domain_spec,
 )
 
-NEW = ["threshold", "drain_time", "schedule", "composite", "keda_hpa", "ray", "spark_da",
+NEW = ["threshold", "drain_time", "schedule", "composite", "lookahead", "keda_hpa", "ray", "spark_da",
        "aws_target_tracking"]
 
 
@@ -95,6 +96,7 @@ def test_unknown_parameter_is_named_with_the_allowed_ones(name: str) -> None:
     ("threshold", {"scale_up_n": -1}, ["scale_up_n", "whole number"]),
     ("drain_time", {"target_duration": 0}, ["target_duration", "> 0"]),
     ("drain_time", {"smoothing": 1.5}, ["smoothing", "<= 1"]),
+    ("lookahead", {"boot_time": 0}, ["boot_time", "> 0"]),
     ("schedule", {"windows": [{"days": "mon-fry", "start": "08:00", "end": "18:00", "min": 1}]},
      ["windows[0]", "days"]),
     ("schedule", {"windows": [{"days": "mon", "start": "8am", "end": "18:00", "min": 1}]},
@@ -386,7 +388,7 @@ def test_ray_scales_down_only_idle_workers_after_the_idle_timeout() -> None:
     assert Ray.scaling_defaults == {"idle_timeout": 300.0, "stabilization": 0.0}
 
 
-@pytest.mark.parametrize("cls", [KedaHpa, Ray, SparkDynamicAllocation, AwsTargetTracking])
+@pytest.mark.parametrize("cls", [KedaHpa, Ray, SparkDynamicAllocation, AwsTargetTracking, Lookahead])
 def test_baselines_scaling_defaults_are_valid_scaling_fields(cls: type) -> None:
     defaults = cls.scaling_defaults  # type: ignore[attr-defined]
     assert set(defaults) <= set(ScalingSpec.model_fields)
@@ -486,6 +488,7 @@ PLANS: list[tuple[dict[str, Any], tuple[int, int]]] = [
     ({"name": "schedule", "windows": [{"days": "*", "start": "00:00", "end": "24:00", "min": 3}]},
      (8, 8)),
     ({"name": "composite", "formula": "celery / 2"}, (4, 4)),
+    ({"name": "lookahead"}, (4, 4)),
     ({"name": "keda_hpa"}, (1, 1)),
     ({"name": "ray"}, (5, 5)),
     ({"name": "spark_da"}, (0, 1)),
