@@ -149,8 +149,12 @@ def enqueue(app_tasks: Any, broker: str, queue: str, items: list[tuple[int, floa
             app.send_task(name, (i, seconds) if name == "demo.work" else (i,), queue=queue, producer=producer)
 
 
-def plain_workers(n: int, *, broker: str, queue: str, logdir: Path, concurrency: int = 1) -> list[subprocess.Popen[bytes]]:
-    """``n`` plain Celery workers with the same durable settings as pool-managed ones, not managed."""
+def plain_workers(n: int, *, broker: str, queue: str, logdir: Path, concurrency: int = 1,
+                  python: str = sys.executable) -> list[subprocess.Popen[bytes]]:
+    """``n`` plain Celery workers with the same durable settings as pool-managed ones, not managed.
+
+    ``python`` is the interpreter to run them with (a wrapper that runs it under a profiler, say).
+    """
     procs = []
     for i in range(n):
         env = dict(os.environ, POOL_CELERY_APP="tasks", POOL_CELERY_PATH=str(DEMO_APP), POOL_BROKER_URL=broker,
@@ -158,7 +162,7 @@ def plain_workers(n: int, *, broker: str, queue: str, logdir: Path, concurrency:
                    POOL_VISIBILITY_TIMEOUT="60", DEMO_BROKER=broker,
                    POOL_READY_FILE=str(logdir / f"plain{i}.ready"))
         log = open(logdir / f"plain{i}.log", "wb")
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "plain_worker.py")], env=env,
+        procs.append(subprocess.Popen([python, str(ROOT / "bench" / "plain_worker.py")], env=env,
                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     return procs
 

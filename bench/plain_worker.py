@@ -29,6 +29,7 @@ def _ready(**_: object) -> None:
 signals.worker_ready.connect(_ready, weak=False)
 concurrency = int(os.environ.get("POOL_CONCURRENCY", "1"))
 app.worker_main(argv=["worker", "-Q", os.environ["POOL_QUEUE"], "-c", str(concurrency),
-                      "-P", worker_pool(os.environ.get("POOL_CELERY_POOL", "auto"), concurrency),
+                      "-P", worker_pool(os.environ.get("POOL_CELERY_POOL", "auto"), concurrency,
+                                        broker=os.environ["POOL_BROKER_URL"]),
                       "-n", f"{os.environ['POOL_NODE_ID']}@%h", "-l", os.environ.get("POOL_LOGLEVEL", "WARNING"),
                       "-O", "fair", "--without-gossip", "--without-mingle", "--without-heartbeat"])

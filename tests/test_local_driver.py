@@ -115,17 +115,25 @@ def test_a_machine_spawned_by_a_dead_launcher_is_adopted_not_launched_again(tmp_
     import os
     import subprocess
 
-    from pool.drivers.local import TOKEN_ENV
+    import uuid
 
-    orphan = subprocess.Popen(["bash", "-c", "sleep 300"], env={**os.environ, TOKEN_ENV: "tok-orphan"},
+    from pool.drivers.local import TOKEN_ENV, _process_with_token
+
+    token = f"tok-orphan-{uuid.uuid4().hex[:8]}"
+    orphan = subprocess.Popen(["bash", "-c", "sleep 300"], env={**os.environ, TOKEN_ENV: token},
                               start_new_session=True)
+    driver = LocalNodeDriver(ex_state_dir=str(tmp_path))
     try:
-        driver = LocalNodeDriver(ex_state_dir=str(tmp_path))
-        node = driver.create_node("n-orphan", ex_userdata="#!/bin/bash\nsleep 300\n", ex_client_token="tok-orphan")
+        # Popen returns before the child has called setsid and exec'd: wait until it is what a
+        # launcher that died would have left behind (a group leader carrying the launch id)
+        assert wait_for(lambda: _process_with_token(token) == orphan.pid)
+        node = driver.create_node("n-orphan", ex_userdata="#!/bin/bash\nsleep 300\n", ex_client_token=token)
         assert node.extra["pid"] == orphan.pid  # adopted, nothing new spawned
         assert [n.id for n in driver.list_nodes()] == ["n-orphan"]
         driver.ex_preempt(node)
         assert wait_for(lambda: driver.list_nodes() == [])
     finally:
+        for leftover in driver.list_nodes():
+            driver.ex_preempt(leftover)
         orphan.kill()
         orphan.wait()
