@@ -114,7 +114,6 @@ def test_a_machine_spawned_by_a_dead_launcher_is_adopted_not_launched_again(tmp_
     """The launcher died after spawning but before recording: a retry finds the machine by its launch id."""
     import os
     import subprocess
-
     import uuid
 
     from pool.drivers.local import TOKEN_ENV, _process_with_token
