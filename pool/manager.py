@@ -71,6 +71,8 @@ class Observation:
     store_back_at: float = 0.0
     #: sites whose listing failed this tick: their nodes are not judged by it
     unlisted: frozenset[str] = frozenset()
+    #: when the oldest listing in ``site_nodes`` was fetched: nodes launched after it are not judged by it
+    listed_at: float = float("inf")
 
     def available(self, site: str) -> bool:
         sa = self.site_available
@@ -192,13 +194,27 @@ def plan_domain(
         return twin
 
     # -- doctor: lifecycle from heartbeats and the site's listing ----------------------------
+    hb_get, hb_timeout, back = obs.heartbeats.get, t.heartbeat_timeout, obs.store_back_at
+    listed_get = obs.site_nodes.get if obs.site_nodes is not None else None
     for rec in obs.nodes:
+        # the steady state, decided at once: a joined worker beating in time, its workload alive,
+        # no preemption notice, and listed alive by its site (or not judged by a listing this tick)
+        if doctor and rec.state is S.JOINED:
+            hb = hb_get(rec.node_id)
+            if (hb is not None and hb.workload_alive and hb.preempt_notice is None
+                    and now - max(hb.time, back) <= hb_timeout):
+                if listed_get is None or rec.site in obs.unlisted:
+                    continue
+                listed = listed_get(rec.node_id)
+                if listed is not None and listed.alive:
+                    continue
         if rec.state == S.TERMINATED:
             if "provisioner" in roles and now - rec.since > TERMINATED_RETENTION:
                 forget.append(rec)
             continue
         hb = obs.heartbeats.get(rec.node_id)
-        judged = obs.site_nodes is not None and rec.site not in obs.unlisted
+        judged = (obs.site_nodes is not None and rec.site not in obs.unlisted
+                  and (rec.entered(S.PENDING) or rec.created) < obs.listed_at)  # launched before the listing
         listed = obs.site_nodes.get(rec.node_id) if obs.site_nodes is not None else None
         if judged and rec.state != S.REQUESTED and not (listed and listed.alive):
             if rec.state == S.PENDING and listed is None and now - rec.since < LISTING_GRACE:
@@ -209,13 +225,16 @@ def plan_domain(
                     rec = move(rec, S.UNHEALTHY, "machine gone")
                 move(rec, S.TERMINATED, "machine gone" if rec.state == S.UNHEALTHY else "ended")
                 continue
+        if rec.state == S.PENDING and judged and listed is not None and listed.running:
+            rec = move(rec, S.STARTED, "site reports it running")  # the lifecycle sensor
         if not doctor:
             continue
         if rec.state == S.PENDING and hb is not None:
             rec = move(rec, S.STARTED, "agent heartbeat")
         if rec.state == S.STARTED and hb is not None and hb.ready:
             rec = move(rec, S.JOINED, "workload pulling work")
-        if rec.state in (S.STARTED, S.JOINED, S.DRAINING):
+        # silence counts once the agent has beaten (before that, the boot timeout does)
+        if rec.state in (S.JOINED, S.DRAINING) or (rec.state == S.STARTED and hb is not None):
             last = max(hb.time if hb is not None else rec.since, obs.store_back_at)
             if now - last > t.heartbeat_timeout:
                 kill(rec, S.UNHEALTHY, f"no heartbeat for {now - last:.1f}s (timeout {t.heartbeat_timeout:g}s)")
@@ -241,9 +260,9 @@ def plan_domain(
         if rec.state in (S.TERMINATING, S.UNHEALTHY, S.FAILED) and now - rec.since > t.terminate_grace + 15:
             terminations.append(Termination(rec.node_id, 0.0, "still there after terminate: kill"))
 
-    if doctor:  # preempted nodes still serving: drain them once their replacements have joined
-        waiting = sorted((n for n in nodes.values() if n.state == S.DRAINING and not n.drain_sent),
-                         key=lambda n: n.since)
+    waiting = [n for n in nodes.values() if n.state is S.DRAINING and not n.drain_sent] if doctor else []
+    if waiting:  # preempted nodes still serving: drain them once their replacements have joined
+        waiting.sort(key=lambda n: n.since)
         joined_now = sum(1 for n in nodes.values() if n.state == S.JOINED)
         for rec in waiting:
             half = rec.since + (t.drain / 2)
@@ -266,20 +285,29 @@ def plan_domain(
                 events.append(("zombie", {"node": node_id, "provider_id": listed.provider_id}))
 
     # -- view ---------------------------------------------------------------------------------
-    live = [n for n in nodes.values() if n.state in LIVE_STATES]
-    joined = [n for n in live if n.state == S.JOINED]
-    busy = [n for n in joined if (obs.heartbeats.get(n.node_id) or Heartbeat(0)).active > 0]
+    live: list[NodeRecord] = []
+    n_joined = n_busy = n_draining = 0
+    for n in nodes.values():
+        if n.state in LIVE_STATES:
+            live.append(n)
+            if n.state is S.JOINED:
+                n_joined += 1
+                hb = hb_get(n.node_id)
+                if hb is not None and hb.active > 0:
+                    n_busy += 1
+        elif n.state is S.DRAINING:
+            n_draining += 1
     state = replace(obs.state, recent=list(obs.state.recent))
     view = DomainView(
         name=spec.name,
         min_size=spec.min,
         max_size=spec.max,
         actual=len(live),
-        joined=len(joined),
-        booting=len(live) - len(joined),
-        busy=len(busy),
-        idle=len(joined) - len(busy),
-        draining=sum(1 for n in nodes.values() if n.state == S.DRAINING),
+        joined=n_joined,
+        booting=len(live) - n_joined,
+        busy=n_busy,
+        idle=n_joined - n_busy,
+        draining=n_draining,
         intended=state.intended,
         last_scale_up=state.last_scale_up,
         last_scale_down=state.last_scale_down,
@@ -341,9 +369,9 @@ def plan_domain(
         slots = site_slots()
     launches = [n.copy() for n in live if n.state == S.REQUESTED] if decider else []  # not yet accepted
     goal = decision.target
-    if spec.overprovision > 0 and decider and state.override is None and goal > len(joined):
+    if spec.overprovision > 0 and decider and state.override is None and goal > n_joined:
         # some machines never boot: launch a margin above the target while nodes boot
-        goal += math.ceil((goal - len(joined)) * spec.overprovision / 100)
+        goal += math.ceil((goal - n_joined) * spec.overprovision / 100)
     delta = goal - len(live) if decider else 0
     if delta > 0:
         placed = place(delta, slots, strategy=spec.placement)
@@ -587,6 +615,7 @@ class Manager:
             now=now,
             store_back_at=self.store_back_at,
             unlisted=frozenset(unlisted),
+            listed_at=min((self._listings[s][0] for s in sites if s in self._listings), default=now),
         )
 
     def holds(self, role: str) -> bool:
@@ -652,26 +681,68 @@ class Manager:
         events = list(plan.events)
         launched: list[NodeRecord] = []
         records = {r.node_id: r for r in (*plan.changed, *plan.launches)}
-        for rec in plan.launches:
-            if not self.provisioner.available(rec.site, now):
-                continue  # stays REQUESTED: retried when the site is back
-            if self.provisioner.may_request(rec.site, now) > 0:
-                continue  # paced: launched on a later tick
+        # one request per batch: up to the site's `batch` records of one site and deployable type
+        # (where the site's driver gives each machine of a batch its own identity; else one per request)
+        sizes: dict[str, int] = {}
+        held: set[str] = set()  # sites that take no more launch requests this tick
+        open_batch: dict[tuple[str, str], list[NodeRecord]] = {}
+
+        def send(batch: list[NodeRecord]) -> None:
+            first = batch[0]
+            if not self.provisioner.available(first.site, now):
+                held.add(first.site)
+                return  # stays REQUESTED: retried when the site is back
+            if self.provisioner.may_request(first.site, now) > 0:
+                held.add(first.site)
+                return  # paced: launched on a later tick
+            batched = {"batch": len(batch)} if len(batch) > 1 else {}
             try:
-                userdata = deployable_type(rec.deployable_type).render(self.attributes(spec, rec))
-                tags = {"elastic-pool/domain": rec.domain, "elastic-pool/launch": rec.launch_id,
-                        "elastic-pool/node": rec.node_id}
+                userdata = [deployable_type(rec.deployable_type).render(self.attributes(spec, rec)) for rec in batch]
+                tags = [{"elastic-pool/domain": rec.domain, "elastic-pool/launch": rec.launch_id,
+                         "elastic-pool/node": rec.node_id} for rec in batch]
                 self._still_leader()
-                rec.provider_id = self._launch(spec, rec, userdata=userdata, now=now, tags=tags)
+                if len(batch) == 1:
+                    ids: list[str | None] = [self._launch(spec, first, userdata=userdata[0], now=now, tags=tags[0])]
+                else:
+                    site = spec.site_spec(first.site)
+                    ids = self.provisioner.launch_many(
+                        batch, userdata=userdata, now=now, tags=tags, image=site.image_for(first.deployable_type),
+                        size=site.size_for(first.deployable_type), capacity_ttl=spec.capacity_ttl)
+            except RetryableError as exc:
+                events.append(("launch_error", {"node": first.node_id, "error": str(exc),
+                                                "retry_in": round(exc.delay, 2), **batched}))
+                return
+            except (PermanentError, UnknownPlugin, ValueError) as exc:
+                for rec in batch:
+                    rec.set_state(S.FAILED, now, f"launch failed: {exc}")
+                events.append(("launch_error", {"node": first.node_id, "error": str(exc), "permanent": True,
+                                                **batched}))
+                launched.extend(batch)
+                return
+            for rec, provider_id in zip(batch, ids):
+                if provider_id is None:
+                    continue  # the site had room for fewer: stays REQUESTED
+                rec.provider_id = provider_id
                 rec.set_state(S.PENDING, now, f"launched on {rec.site}")
                 events.append(("node", {"node": rec.node_id, "from": "REQUESTED", "to": "PENDING", "detail": rec.site}))
-            except RetryableError as exc:
-                events.append(("launch_error", {"node": rec.node_id, "error": str(exc), "retry_in": round(exc.delay, 2)}))
+                launched.append(rec)
+
+        for rec in plan.launches:
+            if rec.site in held:
                 continue
-            except (PermanentError, UnknownPlugin, ValueError) as exc:
-                rec.set_state(S.FAILED, now, f"launch failed: {exc}")
-                events.append(("launch_error", {"node": rec.node_id, "error": str(exc), "permanent": True}))
-            launched.append(rec)
+            size = sizes.get(rec.site)
+            if size is None:
+                size = sizes[rec.site] = max(1, min(spec.site_spec(rec.site).batch,
+                                                    self.provisioner.batch_limit(rec.site, now)))
+            key = (rec.site, rec.deployable_type)
+            group = open_batch.setdefault(key, [])
+            group.append(rec)
+            if len(group) >= size:
+                del open_batch[key]
+                send(group)
+        for group in open_batch.values():
+            if group[0].site not in held:
+                send(group)
         for term in plan.terminations:
             victim = records.get(term.node_id) or next(
                 (n for n in store.nodes(spec.name) if n.node_id == term.node_id), None)

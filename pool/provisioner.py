@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
 from libcloud.common.types import InvalidCredsError
@@ -128,6 +129,12 @@ class Pacer:
         return (1.0 - self.tokens) / self.rate
 
 
+#: Most machines one batched launch request carries (EC2's RunInstances takes up to 1000 per call).
+BATCH_MAX = 1000
+#: Seconds without throttling after which a throttled site's batch size doubles again.
+BATCH_RECOVER = 60.0
+
+
 @dataclass(frozen=True)
 class SiteNode:
     """What a site says of one machine."""
@@ -154,6 +161,9 @@ class Provisioner:
         self.full: dict[str, float] = {}  # site -> until when it gets no launches (out of capacity)
         self.pace: dict[str, tuple[tuple[float, int], Pacer]] = {}  # site -> client-side request pacing
         self._backoff_args = (backoff_base, backoff_cap)
+        self._batch_cap: dict[str, tuple[int, float]] = {}  # site -> (machines per request, since): see batch_limit
+        #: per site, the last listing's answer per libcloud Node object (kept with it, so identity is safe)
+        self._listed: dict[str, dict[int, tuple[Node, SiteNode]]] = {}
 
     def ensure_site(self, site: SiteSpec) -> None:
         """Make the driver for a configured site, once; a site that cannot be made is marked broken."""
@@ -238,6 +248,86 @@ class Provisioner:
         self.backoff[record.site].succeed()
         return str(node.id)
 
+    def batch_limit(self, site: str, now: float | None = None) -> int:
+        """Most machines one launch request may carry on ``site`` now.
+
+        1 unless the site's driver batches with per-instance identity (each machine its own node
+        tag), which :meth:`launch_many` needs; then up to :data:`BATCH_MAX`. A throttled batch
+        means the site's instance budget is spent (EC2's RunInstances resource bucket: 1000
+        instances, refilled at 2 a second): the site falls back to one machine per request, which
+        the request pacing keeps within its limits, and the batch doubles again after every
+        :data:`BATCH_RECOVER` seconds without throttling.
+        """
+        driver = self.drivers.get(site)
+        if driver is None or not getattr(driver, "batch_identity", False):
+            return 1
+        adapter = adapters.adapter_for(driver)
+        if not (adapter.batch and adapter.client_token):
+            return 1
+        cap = self._batch_cap.get(site)
+        if cap is None:
+            return BATCH_MAX
+        size, since = cap
+        if now is not None and now - since >= BATCH_RECOVER:
+            steps = int((now - since) // BATCH_RECOVER)
+            size, since = min(BATCH_MAX, size * 2 ** min(steps, 20)), since + steps * BATCH_RECOVER
+            if size >= BATCH_MAX:
+                del self._batch_cap[site]
+                return BATCH_MAX
+            self._batch_cap[site] = (size, since)
+        return size
+
+    def launch_many(self, records: Sequence[NodeRecord], *, userdata: Sequence[str], now: float,
+                    tags: Sequence[Mapping[str, str]], extra: Mapping[str, Any] | None = None,
+                    image: str | None = None, size: str | None = None,
+                    capacity_ttl: float = 180.0) -> list[str | None]:
+        """Launch the machines for ``records`` (one site) in one request, as RunInstances' MaxCount does.
+
+        Each machine gets its record's node id as its name, its own tags (with its launch id) and
+        its own user-data. Idempotent: the client token is derived from the launch ids, so a retry
+        of the same batch returns the same machines. Returns the provider ids in record order;
+        ``None`` for records the site had no room for (it launched the first ones that fit).
+        Raises like :meth:`launch`, for the whole batch; one record goes through :meth:`launch`.
+        """
+        if not records:
+            return []
+        if len(records) == 1:
+            return [self.launch(records[0], userdata=userdata[0], now=now, tags=tags[0], extra=extra,
+                                image=image, size=size, capacity_ttl=capacity_ttl)]
+        site = records[0].site
+        if any(r.site != site for r in records) or len(userdata) != len(records) or len(tags) != len(records):
+            raise ValueError("launch_many: one site per batch, and one user-data and tag set per record")
+        if len(records) > self.batch_limit(site):  # not now: the limit of a throttled site grows back
+            raise ValueError(f"site {site} launches at most {self.batch_limit(site)} machines per request")
+        driver = self.driver(site)
+        if site in self.broken:
+            raise PermanentError(f"site {site} is broken: {self.broken[site]}")
+        adapter = adapters.adapter_for(driver)
+        token = "batch-" + hashlib.sha256("\n".join(r.launch_id for r in records).encode()).hexdigest()[:32]
+        each = [{**t, adapters.TAG_LAUNCH: r.launch_id} for r, t in zip(records, tags)]
+        kwargs = {**adapter.launch_kwargs(userdata=userdata[0], token=token, tags={}, count=len(records)),
+                  "ex_min_count": 1, "ex_names": [r.node_id for r in records], "ex_tags_each": each,
+                  "ex_userdata_each": list(userdata), **dict(extra or {})}
+        try:
+            node_image = self._resolve(site, driver, "image", image)
+            node_size = self._resolve(site, driver, "size", size)
+            nodes = driver.create_node(name=records[0].node_id, size=node_size, image=node_image, **kwargs)
+        except adapters.UnknownOffering as exc:
+            raise PermanentError(f"launch of {len(records)} on {site}: {exc}") from exc
+        except Exception as exc:
+            if "IdempotentParameterMismatch" in str(exc):
+                raise PermanentError(f"launch of {len(records)} on {site}: {exc}") from exc
+            err = self._failed(site, exc, now, capacity_ttl=capacity_ttl)
+            if type(err) is RetryableError and str(err).startswith("throttled"):
+                self._batch_cap[site] = (1, now)  # the instance budget is spent: one per request for now
+            raise err from exc
+        if not isinstance(nodes, list) or not nodes:
+            raise self._failed(site, RuntimeError(f"launch of {len(records)} on {site}: the site answered "
+                                                  "with no machine"), now)
+        self.backoff[site].succeed()
+        by_name = {str(n.name): str(n.id) for n in nodes}
+        return [by_name.get(r.node_id) for r in records]
+
     def _resolve(self, site: str, driver: NodeDriver, kind: str, ref: str | None) -> Any:
         """The NodeImage/NodeSize for ``ref`` on ``site``, resolved once per driver."""
         key = (site, kind, ref)
@@ -272,15 +362,25 @@ class Provisioner:
         driver = self.driver(site)
         adapter = adapters.adapter_for(driver)
         out: dict[str, SiteNode] = {}
+        before = self._listed.get(site, {})
+        seen_now: dict[int, tuple[Node, SiteNode]] = {}
         for node in driver.list_nodes(**adapter.list_kwargs()):
-            tags = adapter.node_tags(node)
-            node_id = tags.get(adapters.TAG_NODE) or node.name
-            state = node.state  # libcloud's states are singletons: identity is exact and much faster
-            alive = not (state is CloudState.TERMINATED or state is CloudState.STOPPED or state is CloudState.ERROR)
-            seen = out.get(node_id)
-            if seen is not None and seen.alive and not alive:
+            hit = before.get(id(node))
+            if hit is not None and hit[0] is node:  # a driver that hands back the same Node while nothing changed
+                listed = hit[1]
+            else:
+                tags = adapter.node_tags(node)
+                state = node.state  # libcloud's states are singletons: identity is exact and much faster
+                alive = not (state is CloudState.TERMINATED or state is CloudState.STOPPED
+                             or state is CloudState.ERROR)
+                listed = SiteNode(tags.get(adapters.TAG_NODE) or node.name, str(node.id),
+                                  state is CloudState.RUNNING, tags, alive, site)
+            seen_now[id(node)] = (node, listed)
+            seen = out.get(listed.node_id)
+            if seen is not None and seen.alive and not listed.alive:
                 continue  # a live machine wins over an ended one with the same node id (EC2 lists ended ones a while)
-            out[node_id] = SiteNode(node_id, str(node.id), state is CloudState.RUNNING, tags, alive, site)
+            out[listed.node_id] = listed
+        self._listed[site] = seen_now
         return out
 
     def forget(self, record: NodeRecord) -> None:

@@ -51,6 +51,8 @@ class Store:
         self.r = client
         self.ns = namespace
         self._fenced_script: Any = None
+        #: per domain, node id -> (its JSON as read, the record parsed from it): unchanged records are not parsed again
+        self._parsed: dict[str, dict[str, tuple[str, NodeRecord]]] = {}
 
     def fenced(self, role: str, token: int) -> "Store":
         """A view of this store whose writes carry ``token`` for ``role``."""
@@ -143,8 +145,16 @@ class Store:
 
     # -- nodes ------------------------------------------------------------------------
     def nodes(self, domain: str) -> list[NodeRecord]:
+        """Every record of the domain, oldest first. Treat them as read-only (as with
+        :class:`MemoryStore`): a record whose JSON did not change is the object returned last time."""
         raw = self.r.hgetall(self._d(domain, "nodes"))
-        return sorted((NodeRecord.from_json(v) for v in raw.values()), key=lambda n: n.created)
+        before = self._parsed.get(domain, {})
+        parsed: dict[str, tuple[str, NodeRecord]] = {}
+        for node_id, text in raw.items():
+            hit = before.get(node_id)
+            parsed[node_id] = hit if hit is not None and hit[0] == text else (text, NodeRecord.from_json(text))
+        self._parsed[domain] = parsed
+        return sorted((rec for _, rec in parsed.values()), key=lambda n: n.created)
 
     def node(self, domain: str, node_id: str) -> NodeRecord | None:
         raw = self.r.hget(self._d(domain, "nodes"), node_id)

@@ -83,3 +83,33 @@ def test_a_thousand_node_scale_up_reaches_its_size() -> None:
     t = fleet.run_until(lambda f: f.count() >= 1000, limit=3600)
     assert t is not None
     assert fleet.count(*LIVE) >= 1000
+
+
+def test_a_cached_listing_does_not_condemn_nodes_launched_after_it() -> None:
+    """With a listing fetched every 30 s, nodes that boot and join in between are not taken for gone."""
+    from pool.drivers.sim import SimNodeDriver
+    from pool.manager import Manager
+    from pool.model import parse_domain_spec
+    from pool.provisioner import Provisioner
+    from pool.store import MemoryStore
+
+    clock = {"t": 0.0}
+    store = MemoryStore()
+    driver = SimNodeDriver(ex_clock=lambda: clock["t"], ex_profile="local")
+    m = Manager(store=store, provisioner=Provisioner({"sim": driver}), redis_url="memory://",
+                clock=lambda: clock["t"], wakeups=False, list_interval=30.0)
+    store.put_domain(parse_domain_spec({
+        "name": "d", "site": "sim", "deployable_type": "celery-worker", "min": 0, "max": 5,
+        "policy": {"name": "fixed", "size": 0}, "sensor": {"name": "sim_queue", "queue": "none"},
+        "scaling": {"fallback": "fixed", "fallback_size": 0}, "celery": {"app": "x"}}))
+    m.tick(0.0)  # lists the empty site: kept for 30 s
+    store.set_override("d", 3)
+    for t in range(1, 12):
+        clock["t"] = float(t)
+        for node in driver.ex_booted(clock["t"]):
+            store.beat("d", node.extra["tags"]["elastic-pool/node"], time=clock["t"], ready=True)
+        for n in store.nodes("d"):
+            if n.state in (S.STARTED, S.JOINED):
+                store.beat("d", n.node_id, time=clock["t"])
+        m.tick(clock["t"])
+    assert [n.state for n in store.nodes("d")] == [S.JOINED] * 3

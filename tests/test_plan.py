@@ -246,3 +246,22 @@ def test_waiting_on_idle_timeout_records_no_event_every_tick() -> None:
                        new_ids=ids([0]))
     assert plan.decision.target == 0 and not plan.terminations  # both idle for 5 s < 60 s: kept
     assert not any(kind == "decision" for kind, _ in plan.events)
+
+
+def test_the_site_listing_moves_pending_to_started_and_the_boot_timeout_guards_it() -> None:
+    rec = NodeRecord.new(node_id="b", domain="d", launch_id="L-b", site="local", deployable_type="celery-worker",
+                         now=0.0)
+    rec.set_state(S.PENDING, 0.0)
+    plan = plan_domain(observe([rec], {}, 1, 10.0, state=DomainState(intended=1)), load_policy("queue_depth", {}),
+                       new_ids=ids([0]))
+    started = [r for r in plan.changed if r.node_id == "b"]
+    assert [r.state for r in started] == [S.STARTED] and started[0].history[-1][2] == "site reports it running"
+    # no heartbeat yet, well past the heartbeat timeout (3 s) but within the boot timeout (60 s): kept
+    later = plan_domain(observe(started, {}, 1, 40.0, state=DomainState(intended=1)), load_policy("queue_depth", {}),
+                        new_ids=ids([5]))
+    assert not later.terminations and not later.fresh
+    # past the boot timeout: failed and replaced
+    late = plan_domain(observe(started, {}, 1, 61.0, state=DomainState(intended=1)), load_policy("queue_depth", {}),
+                       new_ids=ids([7]))
+    assert [(t.node_id, t.reason.startswith("not joined")) for t in late.terminations] == [("b", True)]
+    assert len(late.fresh) == 1

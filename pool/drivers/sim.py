@@ -7,7 +7,7 @@ import heapq
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, overload
 
@@ -294,6 +294,9 @@ class SimNodeDriver(NodeDriver):
     name = "elastic-pool simulated cloud"
     website = "https://github.com/elastic-pool/elastic-pool"
     features: dict[str, list[str]] = {"create_node": []}  # noqa: RUF012 (libcloud declares it so)
+    #: ``create_node`` gives each instance of a batch its own name, tags and user-data
+    #: (``ex_names``, ``ex_tags_each``, ``ex_userdata_each``): the pool may batch its launches here.
+    batch_identity = True
 
     def __init__(self, key: str = "sim", secret: str | None = None, *, ex_clock: Callable[[], float] | None = None,
                  ex_profile: SimCloudProfile | str = "ec2", ex_seed: int = 0, **kwargs: Any) -> None:
@@ -420,26 +423,37 @@ class SimNodeDriver(NodeDriver):
                     location: NodeLocation | None = None, auth: NodeAuthSSHKey | NodeAuthPassword | None = None,
                     *, ex_userdata: str = "", ex_client_token: str | None = None,
                     ex_tags: Mapping[str, str] | None = None, ex_count: None = None,
-                    ex_min_count: int | None = None, **kwargs: Any) -> Node: ...
+                    ex_min_count: int | None = None,
+                    ex_names: Sequence[str] | None = None, ex_tags_each: Sequence[Mapping[str, str]] | None = None,
+                    ex_userdata_each: Sequence[str] | None = None, **kwargs: Any) -> Node: ...
 
     @overload
     def create_node(self, name: str, size: NodeSize | None = None, image: NodeImage | None = None,
                     location: NodeLocation | None = None, auth: NodeAuthSSHKey | NodeAuthPassword | None = None,
                     *, ex_userdata: str = "", ex_client_token: str | None = None,
                     ex_tags: Mapping[str, str] | None = None, ex_count: int,
-                    ex_min_count: int | None = None, **kwargs: Any) -> list[Node]: ...
+                    ex_min_count: int | None = None,
+                    ex_names: Sequence[str] | None = None, ex_tags_each: Sequence[Mapping[str, str]] | None = None,
+                    ex_userdata_each: Sequence[str] | None = None, **kwargs: Any) -> list[Node]: ...
 
     def create_node(self, name: str, size: NodeSize | None = None, image: NodeImage | None = None,
                     location: NodeLocation | None = None, auth: NodeAuthSSHKey | NodeAuthPassword | None = None,
                     *, ex_userdata: str = "", ex_client_token: str | None = None,
                     ex_tags: Mapping[str, str] | None = None, ex_count: int | None = None,
-                    ex_min_count: int | None = None, **kwargs: Any) -> Node | list[Node]:
+                    ex_min_count: int | None = None,
+                    ex_names: Sequence[str] | None = None, ex_tags_each: Sequence[Mapping[str, str]] | None = None,
+                    ex_userdata_each: Sequence[str] | None = None, **kwargs: Any) -> Node | list[Node]:
         """Launch one instance (or ``ex_count`` of them: then a list is returned).
 
         ``ex_min_count`` (default ``ex_count``): with less room than that the request fails with
         InsufficientInstanceCapacity; with room for at least that many, as many as fit up to
         ``ex_count`` are launched. Batch instances are named ``name``, ``name-1``, ``name-2``...
         and share the tags given.
+
+        Per-instance identity (the pool's batched launches): ``ex_names``, ``ex_tags_each`` and
+        ``ex_userdata_each``, each with ``ex_count`` entries, give instance *i* its own name, its
+        own tags (over ``ex_tags``) and its own user-data. When fewer instances fit than asked,
+        the first ones in these lists are launched.
         """
         count = 1 if ex_count is None else ex_count
         minimum = count if ex_min_count is None else ex_min_count
@@ -447,6 +461,10 @@ class SimNodeDriver(NodeDriver):
             raise ValueError(f"ex_count must be a whole number >= 1, got {ex_count!r}")
         if not isinstance(minimum, int) or not 1 <= minimum <= count:
             raise ValueError(f"ex_min_count must be a whole number in [1, ex_count={count}], got {ex_min_count!r}")
+        for label, each in (("ex_names", ex_names), ("ex_tags_each", ex_tags_each),
+                            ("ex_userdata_each", ex_userdata_each)):
+            if each is not None and len(each) != count:
+                raise ValueError(f"{label} must have ex_count={count} entries, got {len(each)}")
         now = self.clock()
         self._settle(now)
         if ex_client_token is not None and ex_client_token in self._by_token:
@@ -463,7 +481,9 @@ class SimNodeDriver(NodeDriver):
             raise InsufficientInstanceCapacity(count, room)
         self._call(now, RUN, "run_requests", "run_instances", room)
         tags = dict(ex_tags or {})
-        made = [self._launch_one(name if i == 0 else f"{name}-{i}", ex_client_token, tags, now)
+        made = [self._launch_one(ex_names[i] if ex_names is not None else name if i == 0 else f"{name}-{i}",
+                                 ex_client_token, {**tags, **ex_tags_each[i]} if ex_tags_each is not None else tags,
+                                 now)
                 for i in range(room)]
         if ex_client_token is not None:
             self._by_token[ex_client_token] = (count, [m.id for m in made])
