@@ -757,17 +757,7 @@ class Manager:
             except Exception as exc:  # retried by the doctor's "still there" rule
                 events.append(("terminate_error", {"node": victim.node_id, "error": str(exc)}))
         store.put_nodes(launched)
-        for rec in plan.forget:
-            try:
-                self.provisioner.forget(rec)
-            except Exception:
-                pass
-        store.forget_nodes(spec.name, [r.node_id for r in plan.forget])
-        if "decider" in plan.roles:
-            store.put_state(spec.name, plan.state)
-        for kind, data in events:
-            store.record(spec.name, kind, now, **data)
-        self._observe_metrics(plan, events)
+        self._record(plan, spec, store=store, now=now, events=events)
 
     def _enqueue(self, plan: Plan, spec: DomainSpec, *, store: Store, now: float) -> None:
         """Queue mode: write the plan's records and its provisioning work in one fenced commit."""
@@ -779,6 +769,11 @@ class Manager:
                                  provider_id=term.provider_id, site=term.site or spec.site))
         fresh = [rec for rec in plan.launches if rec.node_id in plan.fresh]
         store.put_nodes([*plan.changed, *fresh], work=work)
+        self._record(plan, spec, store=store, now=now, events=plan.events)
+
+    def _record(self, plan: Plan, spec: DomainSpec, *, store: Store, now: float,
+                events: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """The end of every apply: ended records forgotten, the decider's state, the events, metrics."""
         for rec in plan.forget:
             try:
                 self.provisioner.forget(rec)
@@ -787,9 +782,10 @@ class Manager:
         store.forget_nodes(spec.name, [r.node_id for r in plan.forget])
         if "decider" in plan.roles:
             store.put_state(spec.name, plan.state)
-        for kind, data in plan.events:
+        events = list(events)
+        for kind, data in events:
             store.record(spec.name, kind, now, **data)
-        self._observe_metrics(plan, plan.events)
+        self._observe_metrics(plan, events)
 
     def _repairs_joined(self, plan: Plan, now: float) -> Plan:
         """Time to repair, second stage: the replacement joined (tracked by the manager that saw both)."""

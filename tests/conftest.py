@@ -56,6 +56,16 @@ def store(redis_url: str) -> Store:
     return Store.from_url(redis_url, namespace=f"t{uuid.uuid4().hex[:6]}")
 
 
+def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
 class RunningManager:
     """A manager ticking in a background thread, with helpers to wait on the domain."""
 
@@ -74,12 +84,7 @@ class RunningManager:
         return [n for n in self.store.nodes(domain) if n.state in wanted]
 
     def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        wait(predicate, timeout, what)
 
     def kill_all(self) -> None:
         for node in self.driver.list_nodes():

@@ -20,7 +20,7 @@ from pool.model import NodeState, parse_domain_spec
 from pool.provisioner import Provisioner
 from pool.store import FencedWrite, Store
 from pool.workqueue import WorkQueue
-from tests.conftest import celery_spec
+from tests.conftest import celery_spec, wait
 
 S = NodeState
 
@@ -41,15 +41,6 @@ def queue_manager(store: Store, redis_url: str, home: Path, name: str, *, worker
 
 def machines(home: Path) -> list:
     return LocalNodeDriver(ex_state_dir=str(home / "sites" / "local")).list_nodes()
-
-
-def wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
