@@ -16,6 +16,8 @@ TITLES = {
     "overhead": "Throughput overhead of a pool-managed worker (`make bench-overhead`)",
     "spark": "Elastic Spark domain vs a static cluster (`make bench-spark`)",
     "policies": "Decision quality of policies on synthetic traces (`make bench-policies`)",
+    "tts": "Time to scale from 0 to N nodes on the simulated EC2 site (`make bench-tts`)",
+    "faults": "Failure mix: throttling storm, boot failures, a site failing every launch (`make bench-faults`)",
     "tick": "Control-plane cost: one manager tick and its memory at 1,000 and 10,000 nodes (`make bench-tick`)",
 }
 

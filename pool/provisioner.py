@@ -131,7 +131,7 @@ class Pacer:
 
 #: Most machines one batched launch request carries (EC2's RunInstances takes up to 1000 per call).
 BATCH_MAX = 1000
-#: Seconds without throttling after which a throttled site's batch size doubles again.
+#: Seconds after which a throttled site's batch size doubles (until a batch is throttled again).
 BATCH_RECOVER = 60.0
 
 
@@ -255,8 +255,8 @@ class Provisioner:
         tag), which :meth:`launch_many` needs; then up to :data:`BATCH_MAX`. A throttled batch
         means the site's instance budget is spent (EC2's RunInstances resource bucket: 1000
         instances, refilled at 2 a second): the site falls back to one machine per request, which
-        the request pacing keeps within its limits, and the batch doubles again after every
-        :data:`BATCH_RECOVER` seconds without throttling.
+        the request pacing keeps within its limits, and the batch doubles after every
+        :data:`BATCH_RECOVER` seconds until a batch is throttled again.
         """
         driver = self.drivers.get(site)
         if driver is None or not getattr(driver, "batch_identity", False):

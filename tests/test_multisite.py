@@ -113,3 +113,66 @@ def test_a_cached_listing_does_not_condemn_nodes_launched_after_it() -> None:
                 store.beat("d", n.node_id, time=clock["t"])
         m.tick(clock["t"])
     assert [n.state for n in store.nodes("d")] == [S.JOINED] * 3
+
+
+# -- batched launches: several machines per RunInstances request, each with its own identity --------
+
+
+def test_batched_launches_give_each_machine_its_own_identity() -> None:
+    fleet = Fleet(domain(120, sites=[{"name": "sim", "batch": 50}]), profiles={"sim": "local"})
+    assert fleet.run_until(lambda f: f.count() == 120, limit=120) is not None
+    run = [c for c in fleet.sites["sim"].ex_events() if c.api == "RunInstances"]
+    assert [c.instances for c in run] == [50, 50, 20]  # three requests for 120 machines
+    records = fleet.store.nodes("fleet")
+    machines = [fleet.sites["sim"].ex_machine(r.provider_id or "") for r in records]
+    assert all(m is not None for m in machines)
+    assert len({r.provider_id for r in records}) == 120  # one machine per record, none shared
+    for rec, m in zip(records, machines):
+        assert m is not None and m.name == rec.node_id
+        assert m.tags["elastic-pool/node"] == rec.node_id and m.tags["elastic-pool/launch"] == rec.launch_id
+
+
+def test_a_throttled_batch_falls_back_to_one_machine_per_request() -> None:
+    """A site whose instance bucket (here 30, refilled 2/s) is spent throttles a batch once; then
+    the pool launches one machine per request, which its pacing keeps within the site's limits."""
+    profile = parse_profile("ec2:run_instances=30,boot_median=5,boot_sigma=0")
+    fleet = Fleet(domain(50, sites=[{"name": "ec2", "rate": 2, "burst": 5, "batch": 10}]),
+                  profiles={"ec2": profile})
+    assert fleet.run_until(lambda f: f.count() == 50, limit=300) is not None
+    run = [c for c in fleet.sites["ec2"].ex_events() if c.api == "RunInstances"]
+    assert [c.instances for c in run[:3]] == [10, 10, 10] and all(c.accepted for c in run[:3])
+    throttled = [c for c in run if not c.accepted]
+    assert throttled[0] == run[3] and throttled[0].instances == 10  # the fourth batch
+    assert all(c.instances == 1 for c in run[4:])
+    # the request pacing's leftover burst may meet the empty instance bucket once more; then no throttling
+    assert len(throttled) <= 2 and all(c.accepted for c in run if c.time >= 2)
+    assert sum(c.instances for c in run if c.accepted) == 50
+    since = throttled[0].time  # the batch grows back: doubled each minute after the throttled batch
+    limit = fleet.provisioner.batch_limit
+    assert [limit("ec2", since + 59), limit("ec2", since + 60), limit("ec2", since + 600)] == [1, 2, 1000]
+
+
+def test_a_batch_on_a_nearly_full_site_launches_what_fits_and_overflows() -> None:
+    fleet = Fleet(domain(8, sites=[{"name": "a", "batch": 8}, {"name": "b", "rank": 1}], capacity_ttl=600),
+                  profiles={"a": parse_profile("local:capacity=5"), "b": "local"})
+    assert fleet.run_until(lambda f: f.count() == 8, limit=120) is not None
+    assert fleet.count(site="a") == 5 and fleet.count(site="b") == 3
+    first = [c for c in fleet.sites["a"].ex_events() if c.api == "RunInstances"][0]
+    assert first.accepted and first.instances == 5  # one request: the five that fit
+
+
+def test_a_repeated_batch_gets_the_same_machines() -> None:
+    from pool.drivers.sim import SimNodeDriver
+    from pool.model import NodeRecord
+    from pool.provisioner import Provisioner
+
+    driver = SimNodeDriver(ex_clock=lambda: 0.0, ex_profile="local")
+    provisioner = Provisioner({"sim": driver})
+    records = [NodeRecord.new(node_id=f"n{i}", domain="d", launch_id=f"launch-{i}", site="sim",
+                              deployable_type="celery-worker", now=0.0) for i in range(4)]
+    tags = [{"elastic-pool/node": r.node_id} for r in records]
+    first = provisioner.launch_many(records, userdata=["#!"] * 4, tags=tags, now=0.0)
+    again = provisioner.launch_many(records, userdata=["#!"] * 4, tags=tags, now=0.0)
+    assert first == again and len(set(first)) == 4 and driver.ex_alive() == 4
+    other = provisioner.launch_many(records[:3], userdata=["#!"] * 3, tags=tags[:3], now=0.0)
+    assert set(other).isdisjoint(first)  # another batch is another request
