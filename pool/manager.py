@@ -761,13 +761,12 @@ class Manager:
 
     def _enqueue(self, plan: Plan, spec: DomainSpec, *, store: Store, now: float) -> None:
         """Queue mode: write the plan's records and its provisioning work in one fenced commit."""
+        fresh = [rec for rec in plan.launches if rec.node_id in plan.fresh]  # earlier ones are queued already
         work = [WorkItem("launch", rec.domain, rec.node_id, launch_id=rec.launch_id, site=rec.site,
-                         reason=rec.history[-1][2] if rec.history else "")
-                for rec in plan.launches if rec.node_id in plan.fresh]
+                         reason=rec.history[-1][2] if rec.history else "") for rec in fresh]
         for term in plan.terminations:
             work.append(WorkItem("terminate", spec.name, term.node_id, grace=term.grace, reason=term.reason,
                                  provider_id=term.provider_id, site=term.site or spec.site))
-        fresh = [rec for rec in plan.launches if rec.node_id in plan.fresh]
         store.put_nodes([*plan.changed, *fresh], work=work)
         self._record(plan, spec, store=store, now=now, events=plan.events)
 
@@ -890,13 +889,12 @@ class Manager:
 
     def _execute_terminate(self, item: WorkItem, now: float) -> None:
         rec = self.store.node(item.domain, item.node_id)
-        if rec is None:
-            if item.provider_id is None:
-                return
-            spec = self.store.get_domain(item.domain)
+        if rec is None and item.provider_id is None:
+            return
+        spec = self.store.get_domain(item.domain)
+        if rec is None:  # a zombie: no record, ended by its site id
             rec = NodeRecord(node_id=item.node_id, domain=item.domain, launch_id="", site=item.site,
                              deployable_type=spec.deployable_type if spec else "", provider_id=item.provider_id)
-        spec = self.store.get_domain(item.domain)
         if spec is not None:
             self.provisioner.ensure_site(spec.site_spec(rec.site))
         provider_id = rec.provider_id or item.provider_id
