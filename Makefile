@@ -38,6 +38,11 @@ bench-%: $(STAMP)
 	$(BIN)/python -m bench.$*
 	$(BIN)/python -m bench.report
 
+# the kill-busy scenarios five times each (seeds 1-5): a loss window is rare, one run proves little
+bench-chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos --repeat-kills 5
+	$(BIN)/python -m bench.report
+
 chaos: bench-chaos
 
 clean:

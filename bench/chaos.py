@@ -357,14 +357,21 @@ SCENARIOS: dict[str, Callable[..., Audit]] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", action="append", choices=sorted(SCENARIOS))
+    parser.add_argument("--repeat-kills", type=int, default=1, metavar="N",
+                        help="run the kill-busy scenarios N times (seeds 1..N)")
     args = parser.parse_args()
     audits: list[Audit] = []
     for name, fn in SCENARIOS.items():
         if args.only and name not in args.only:
             continue
-        audit = fn()
-        print(json.dumps(asdict(audit)), flush=True)
-        audits.append(audit)
+        for seed in range(1, (args.repeat_kills if name.startswith("kill-busy") else 1) + 1):
+            if name.startswith("kill-busy"):
+                audit = fn(seed=seed)
+                audit.extra["seed"] = seed
+            else:
+                audit = fn()
+            print(json.dumps(asdict(audit)), flush=True)
+            audits.append(audit)
     failovers = [a.extra["failover_s"] for a in audits if "failover_s" in a.extra]
     ttrs = [a.extra["ttr_request_s"] for a in audits if "ttr_request_s" in a.extra]
     result: dict[str, Any] = {
@@ -374,7 +381,8 @@ def main() -> None:
         "lease_ttl_s": 2.0,
         "heartbeat_timeout_s": 3.0,
     }
-    table = [row(f"{a.scenario} ({a.broker}): lost / duplicates / double launches",
+    table = [row(f"{a.scenario} ({a.broker}{', seed ' + str(a.extra['seed']) if 'seed' in a.extra else ''}): "
+                 "lost / duplicates / double launches",
                  a.lost, "lost 0, double launches 0", a.ok,
                  f"submitted {a.submitted}, completed {a.completed}, duplicates {a.duplicates}, "
                  f"double launches {a.double_launches}, records lost {a.records_lost}") for a in audits]

@@ -2,7 +2,8 @@
 
 The user's tasks import nothing from this project: this module loads their app by name, sets the
 durable defaults (late acks, reject on worker loss, prefetch 1, a short Redis unacked-restore
-sweep) and reports running tasks to the node's heartbeat hash from the worker's main process.
+sweep, and on Redis the atomic pop of ``pool.reliable_redis``) and reports running tasks to the
+node's heartbeat hash from the worker's main process.
 """
 
 from __future__ import annotations
@@ -68,16 +69,23 @@ def worker_pool(pool: str, concurrency: int, *, broker: str = "") -> str:
     return pool
 
 
+RELIABLE_REDIS = "pool.reliable_redis:Transport"
+
+
 def durable_settings(*, broker: str, visibility_timeout: float, existing: dict[str, Any]) -> dict[str, Any]:
     """Settings that make a killed worker lose nothing (merged over the app's transport options)."""
     options = dict(existing or {})
-    if broker.startswith(("redis", "rediss")):
+    extra: dict[str, Any] = {}
+    if broker.startswith("redis"):
         options.update(
             visibility_timeout=visibility_timeout,
             unacked_restore_interval=1,
             unacked_restore_throttle=1,
         )
+    if broker.startswith(("redis://", "rediss://")):  # kombu picks the transport of redis+socket:// itself
+        extra["broker_transport"] = RELIABLE_REDIS  # a killed worker cannot take a popped message with it
     return {
+        **extra,
         "broker_url": broker,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
