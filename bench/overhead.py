@@ -2,13 +2,15 @@
 
 Both sides run the same Celery settings (``durable_settings``, the same pool choice, concurrency,
 log level and worker flags); the managed side is a node of the local site (user-data, agent,
-heartbeats, busy reporting) under a live manager. Rounds come in pairs, the order alternating
+heartbeats, busy reporting) under a live manager. Rounds come in pairs, the order rotating
 (plain first, then managed first, ...), and each pair gives one ratio: on a shared machine the
 load moves between pairs far more than within one, so the median of paired ratios is the
 number, not a ratio of medians. The window opens after a warm-up and closes when the queue is
 empty. CPU seconds per task of each side's process tree are recorded too (the managed tree counts
 the agent as well as the worker), and, where valgrind is installed, the instructions per task of
-each side's worker process: a count the machine's load cannot move.
+each side's worker process: a count the machine's load cannot move. Each pair also runs a plain
+worker on kombu's own Redis transport ("stock"): plain against stock is what the atomic pop of
+``pool.reliable_redis`` costs.
 """
 
 from __future__ import annotations
@@ -143,12 +145,13 @@ def managed_pgid(bench: Bench, domain: str) -> int:
     return int(next(n for n in bench.driver.list_nodes() if n.id == node_id).extra["pid"])
 
 
-def run_plain(bench: Bench, broker: str, queue: str, sensor: CeleryQueueSensor) -> Round:
+def run_plain(bench: Bench, broker: str, queue: str, sensor: CeleryQueueSensor, *, stock: bool = False) -> Round:
     # plain_workers passes the environment on: pin what bench/plain_worker.py reads, whatever the shell says
-    os.environ.update(POOL_LOGLEVEL=PLAIN_SETTINGS["loglevel"], POOL_CELERY_POOL=PLAIN_SETTINGS["pool"])
+    os.environ.update(POOL_LOGLEVEL=PLAIN_SETTINGS["loglevel"], POOL_CELERY_POOL=PLAIN_SETTINGS["pool"],
+                      POOL_STOCK_TRANSPORT="1" if stock else "0")
     procs = plain_workers(1, broker=broker, queue=queue, logdir=bench.tmp, concurrency=PLAIN_SETTINGS["concurrency"])
     try:
-        return measure("plain", sensor, lambda: procs[0].pid, bench.server.pid)
+        return measure("stock" if stock else "plain", sensor, lambda: procs[0].pid, bench.server.pid)
     finally:
         stop_procs(procs)
 
@@ -249,13 +252,15 @@ def main() -> None:
         tasks = demo_tasks(broker)
         for n in range(PAIRS):
             pair: dict[str, Round] = {}
-            for kind in (("plain", "managed") if n % 2 == 0 else ("managed", "plain")):
+            # the stock-transport worker measures what the atomic pop costs (plain against stock)
+            kinds = ("plain", "managed", "stock")
+            for kind in kinds[n % 3:] + kinds[:n % 3]:
                 queue = f"ovh-{kind}-{n}"
                 enqueue(tasks, broker, queue, [(i, 0) for i in range(TASKS)], name="demo.noop")
                 sensor = CeleryQueueSensor(broker=broker, queue=queue)
                 try:
-                    if kind == "plain":
-                        pair[kind] = run_plain(bench, broker, queue, sensor)
+                    if kind in ("plain", "stock"):
+                        pair[kind] = run_plain(bench, broker, queue, sensor, stock=kind == "stock")
                     else:
                         pair[kind] = run_managed(bench, f"m{n}", queue, sensor)
                 finally:
@@ -292,13 +297,19 @@ def report(pairs: list[dict[str, Round]], *, load: list[float], instructions: di
         "plain_tasks_per_s": [p["plain"].rate for p in pairs],
         "managed_cpu_ms_per_task": [p["managed"].cpu_ms_per_task for p in pairs],
         "plain_cpu_ms_per_task": [p["plain"].cpu_ms_per_task for p in pairs],
-        "rounds": [{**asdict(p[k]), "pair": i + 1} for i, p in enumerate(pairs) for k in ("plain", "managed")],
+        "rounds": [{**asdict(p[k]), "pair": i + 1} for i, p in enumerate(pairs) for k in ("plain", "managed", "stock")],
         "celery_settings": {**PLAIN_SETTINGS, "durable": "pool.celery_worker.durable_settings on both sides"},
         "load_average_1min_before_after": load,
         "tasks_per_round": TASKS,
         "warmup_tasks": WARMUP,
         "pairs": len(pairs),
     }
+    stock_ratios = [p["plain"].rate / p["stock"].rate for p in pairs]
+    stock_cpu = [p["plain"].cpu_ms_per_task / p["stock"].cpu_ms_per_task for p in pairs]
+    stock_redis = [p["plain"].redis_cpu_ms_per_task / p["stock"].redis_cpu_ms_per_task for p in pairs]
+    result.update(reliable_vs_stock_throughput_ratio=median(stock_ratios), reliable_vs_stock_cpu_ratio=median(stock_cpu),
+                  reliable_vs_stock_redis_cpu_ratio=median(stock_redis), paired_reliable_vs_stock_ratios=stock_ratios,
+                  stock_tasks_per_s=[p["stock"].rate for p in pairs])
     spread = ", ".join(f"{x:.2f}" for x in sorted(rate_ratios))
     table = [
         row("no-op tasks/s, pool-managed / plain worker (median of paired rounds)", round(ratio, 3), ">= 0.95",
@@ -309,6 +320,11 @@ def report(pairs: list[dict[str, Round]], *, load: list[float], instructions: di
             f"{med('plain', lambda r: r.cpu_ms_per_task):.3f} ms; worker process alone "
             f"{worker_cpu_ratio:.3f}; steadier than wall throughput on a shared machine"),
     ]
+    table.append(row("no-op tasks/s, atomic pop (pool.reliable_redis) / kombu's Redis transport, plain workers",
+                     round(median(stock_ratios), 3), "-", None,
+                     f"{med('plain', lambda r: r.rate):.0f} vs {med('stock', lambda r: r.rate):.0f} tasks/s (medians); "
+                     f"CPU per task {median(stock_cpu):.3f}x, redis-server CPU per task {median(stock_redis):.3f}x; "
+                     f"the price of closing the lost-message window of kombu's BRPOP"))
     if instructions is not None:
         ins_ratio = instructions["managed"] / instructions["plain"]
         result.update(instructions_per_task=instructions, instructions_per_task_ratio=ins_ratio)

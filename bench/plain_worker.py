@@ -1,4 +1,7 @@
-"""A plain Celery worker for comparisons: the same durable settings, no agent, no reporting."""
+"""A plain Celery worker for comparisons: the same durable settings, no agent, no reporting.
+
+``POOL_STOCK_TRANSPORT=1`` runs it on kombu's own Redis transport instead of ``pool.reliable_redis``.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +17,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from pool.celery_worker import durable_settings, worker_pool  # noqa: E402
 
 app = find_app(os.environ["POOL_CELERY_APP"])
-app.conf.update(durable_settings(broker=os.environ["POOL_BROKER_URL"],
-                                 visibility_timeout=float(os.environ.get("POOL_VISIBILITY_TIMEOUT", "60")),
-                                 existing=app.conf.broker_transport_options))
+settings = durable_settings(broker=os.environ["POOL_BROKER_URL"],
+                            visibility_timeout=float(os.environ.get("POOL_VISIBILITY_TIMEOUT", "60")),
+                            existing=app.conf.broker_transport_options)
+if os.environ.get("POOL_STOCK_TRANSPORT") == "1":  # kombu's own Redis transport, for comparison
+    settings.pop("broker_transport", None)
+app.conf.update(settings)
 
 
 def _ready(**_: object) -> None:
