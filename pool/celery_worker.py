@@ -24,13 +24,28 @@ class BusyReporter:
 
     Writes ``active`` and ``idle_since`` to the node's heartbeat hash only when they change, so a
     task costs nothing extra however short it is. ``ready`` is written once the worker consumes.
+    Each write also names the node in the domain's stream of heartbeat changes (in one
+    transaction), so that managers read the hash again (see ``Store.heartbeats``).
     """
+
+    #: entries kept in the stream of heartbeat changes (``pool.store.HEARTBEAT_CHANGES_LENGTH``)
+    CHANGES_LENGTH = 20000
 
     def __init__(self, *, redis_url: str, key: str, interval: float = 0.2) -> None:
         self.client = redis.Redis.from_url(redis_url, socket_timeout=5)
         self.key = key
+        # key is {namespace}:d:{domain}:hb:{node}; the stream is {namespace}:d:{domain}:hbx
+        prefix, _, self.node_id = key.rpartition(":hb:")
+        self.changes = f"{prefix}:hbx"
         self.interval = interval
         self.stopped = threading.Event()
+
+    def write(self, fields: dict[str | bytes, Any]) -> None:
+        """Set ``fields`` in the heartbeat hash and tell the readers, in one transaction."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.key, mapping=fields)
+        pipe.xadd(self.changes, {"n": self.node_id}, maxlen=self.CHANGES_LENGTH, approximate=True)
+        pipe.execute()
 
     def start(self, **_: Any) -> None:
         from celery.worker import state
@@ -47,12 +62,12 @@ class BusyReporter:
                 elif not last:
                     fields["idle_since"] = ""
                 try:
-                    self.client.hset(self.key, mapping=fields)
+                    self.write(fields)
                     last = active
                 except redis.RedisError:
                     pass  # the store may be restarting; try again next sample
 
-        self.client.hset(self.key, mapping={"ready": 1, "active": 0, "idle_since": repr(time.time())})
+        self.write({"ready": 1, "active": 0, "idle_since": repr(time.time())})
         threading.Thread(target=loop, name="busy-reporter", daemon=True).start()
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import redis
 
@@ -14,6 +15,82 @@ from pool.model import DomainSpec, DomainState, Heartbeat, NodeRecord
 from pool.workqueue import WorkItem
 
 EVENT_LOG_LENGTH = 2000
+#: seconds a node's heartbeat hash outlives its last beat
+HEARTBEAT_TTL = 24 * 3600
+#: entries kept (about) in a domain's stream of heartbeat changes (one node per entry)
+HEARTBEAT_CHANGES_LENGTH = 20000
+#: entries kept (about) in a domain's stream of record changes (up to RECORD_IDS_PER_CHANGE ids per entry)
+RECORD_CHANGES_LENGTH = 2000
+RECORD_IDS_PER_CHANGE = 256
+#: more unread changes than this in one stream: the reader reads everything again instead
+CHANGES_READ_AT_MOST = 4096
+
+#: A heartbeat: writes the fields and the time into the node's hash, the time into the domain's
+#: sorted set of beat times, the domain's next beat number into its sorted set of beat numbers, and
+#: appends the node to the domain's change stream when a field other than the time changed or the
+#: hash had no time yet (HSET counts the fields it adds). KEYS: hash, times, changes, numbers,
+#: counter; ARGV: node, ttl, stream length, time, field, value, ...
+_BEAT = """
+local changed = false
+if #ARGV > 4 then
+  local fields = {}
+  for i = 5, #ARGV, 2 do
+    fields[#fields + 1] = ARGV[i]
+  end
+  local old = redis.call('HMGET', KEYS[1], unpack(fields))
+  for j = 1, #old do
+    if old[j] ~= ARGV[4 + 2 * j] then
+      changed = true
+      break
+    end
+  end
+end
+if redis.call('HSET', KEYS[1], 'time', ARGV[4], unpack(ARGV, 5)) > 0 then
+  changed = true
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[5]), ARGV[1])
+if changed then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'n', ARGV[1])
+end
+return changed and 1 or 0
+"""
+
+#: The beat times written after beat number ARGV[1] (every beat time when it is ''), as one flat
+#: list: the last beat number, how many nodes have a beat time, then node, time, node, time, ...
+#: (no small list per node for the reader's garbage collector). KEYS: numbers, times, counter.
+_BEATS_SINCE = """
+local out = {redis.call('GET', KEYS[3]) or '0', redis.call('ZCARD', KEYS[2])}
+if ARGV[1] == '' then
+  local all = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  for i = 1, #all do
+    out[i + 2] = all[i]
+  end
+  return out
+end
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')) do
+  local t = redis.call('ZSCORE', KEYS[2], node)
+  if t then
+    out[#out + 1] = node
+    out[#out + 1] = t
+  end
+end
+return out
+"""
+
+#: The heartbeat hashes among KEYS that have a time, as flat (index, HGETALL) pairs: for nodes
+#: that are missing from the sorted set of beat times (an agent that writes only the hash).
+_HASH_BEATS = """
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('HEXISTS', KEYS[i], 'time') == 1 then
+    out[#out + 1] = i - 1
+    out[#out + 1] = redis.call('HGETALL', KEYS[i])
+  end
+end
+return out
+"""
 
 
 #: Runs a batch of commands only if every fencing token is still the newest for its role
@@ -43,6 +120,14 @@ class Store:
     A copy made with :meth:`fenced` carries a leader role's fencing token: every write it makes
     runs in one Lua script that first checks the token is still the newest, so a deposed leader's
     late writes are refused with :class:`FencedWrite`.
+
+    Reads of a domain's records and heartbeats are incremental: every record write appends the
+    record ids to ``d:{domain}:nx`` and every heartbeat that changes more than its time appends the
+    node to ``d:{domain}:hbx`` (capped streams, in the same commit as the write); each beat also
+    goes to the sorted sets ``d:{domain}:hbt`` (its time) and ``d:{domain}:hbs`` (its number, from
+    the counter ``d:{domain}:hbn``). A reader keeps what it read, its position in each stream and
+    the last beat number it saw, and reads again only what changed (everything, when its position
+    was trimmed away or the keys were deleted). Copies made with :meth:`fenced` share what was read.
     """
 
     fence: tuple[tuple[str, int], ...] | None = None
@@ -51,8 +136,12 @@ class Store:
         self.r = client
         self.ns = namespace
         self._fenced_script: Any = None
-        #: per domain, node id -> (its JSON as read, the record parsed from it): unchanged records are not parsed again
-        self._parsed: dict[str, dict[str, tuple[str, NodeRecord]]] = {}
+        self._beat_script: Any = None
+        self._hash_beats_script: Any = None
+        self._beats_since_script: Any = None
+        self._reading = threading.Lock()  # one incremental read at a time (the caches are shared)
+        self._records: dict[str, _Records] = {}
+        self._beats: dict[str, _Beats] = {}
 
     def fenced(self, role: str, token: int) -> "Store":
         """A view of this store whose writes carry ``token`` for ``role``."""
@@ -103,6 +192,22 @@ class Store:
     def heartbeat_key(self, domain: str, node_id: str) -> str:
         return self._d(domain, "hb", node_id)
 
+    def heartbeat_times_key(self, domain: str) -> str:
+        """Sorted set: node id -> time of its last heartbeat."""
+        return self._d(domain, "hbt")
+
+    def heartbeat_numbers_key(self, domain: str) -> str:
+        """Sorted set: node id -> number of its last heartbeat (from the counter ``d:{domain}:hbn``)."""
+        return self._d(domain, "hbs")
+
+    def heartbeat_changes_key(self, domain: str) -> str:
+        """Stream: nodes whose heartbeat hash was created or changed more than its time (field ``n``)."""
+        return self._d(domain, "hbx")
+
+    def record_changes_key(self, domain: str) -> str:
+        """Stream: ids of the records written or deleted (field ``ids``, a JSON list)."""
+        return self._d(domain, "nx")
+
     # -- domains ----------------------------------------------------------------------
     def put_domain(self, spec: DomainSpec) -> bool:
         """Create or replace a domain spec; True if it was new."""
@@ -117,7 +222,7 @@ class Store:
         return [DomainSpec.model_validate_json(v) for _, v in sorted(raw.items())]
 
     def delete_domain(self, name: str) -> None:
-        keys = [self._d(name, k) for k in ("state", "override", "nodes", "events")]
+        keys = [self._d(name, k) for k in ("state", "override", "nodes", "events", "nx", "hbt", "hbs", "hbn", "hbx")]
         keys += list(self.r.scan_iter(match=self._d(name, "hb", "*"), count=1000))
         pipe = self.r.pipeline()
         pipe.hdel(self._k("domains"), name)
@@ -146,15 +251,45 @@ class Store:
     # -- nodes ------------------------------------------------------------------------
     def nodes(self, domain: str) -> list[NodeRecord]:
         """Every record of the domain, oldest first. Treat them as read-only (as with
-        :class:`MemoryStore`): a record whose JSON did not change is the object returned last time."""
-        raw = self.r.hgetall(self._d(domain, "nodes"))
-        before = self._parsed.get(domain, {})
-        parsed: dict[str, tuple[str, NodeRecord]] = {}
-        for node_id, text in raw.items():
-            hit = before.get(node_id)
-            parsed[node_id] = hit if hit is not None and hit[0] == text else (text, NodeRecord.from_json(text))
-        self._parsed[domain] = parsed
-        return sorted((rec for _, rec in parsed.values()), key=lambda n: n.created)
+        :class:`MemoryStore`): a record whose JSON did not change is the object returned last time.
+
+        Only the records named in the domain's change stream since the last call are read again.
+        """
+        key, changes = self._d(domain, "nodes"), self.record_changes_key(domain)
+        with self._reading:
+            cache = self._records.get(domain)
+            if cache is None:
+                cache = self._records[domain] = _Records()
+            position = cache.position
+            pipe = self.r.pipeline(transaction=True)
+            _queue_changes(pipe, changes, position)
+            if position is None:
+                pipe.hgetall(key)
+            replies = pipe.execute()
+            entries, cache.position = _changes_since(replies, position)
+            if entries is None:
+                raw = replies[-1] if position is None else self.r.hgetall(key)
+                before = cache.parsed
+                parsed: dict[str, tuple[str, NodeRecord]] = {}
+                for node_id, text in raw.items():
+                    hit = before.get(node_id)
+                    parsed[node_id] = hit if hit is not None and hit[0] == text else (text, NodeRecord.from_json(text))
+                cache.parsed = parsed
+                cache.ordered = None
+            elif entries:
+                ids = list(dict.fromkeys(i for _, fields in entries for i in json.loads(fields["ids"])))
+                parsed = cache.parsed
+                for node_id, text in zip(ids, self.r.hmget(key, ids)):
+                    if text is None:
+                        parsed.pop(node_id, None)
+                        continue
+                    hit = parsed.get(node_id)
+                    if hit is None or hit[0] != text:
+                        parsed[node_id] = (text, NodeRecord.from_json(text))
+                cache.ordered = None
+            if cache.ordered is None:
+                cache.ordered = sorted((rec for _, rec in cache.parsed.values()), key=_created)
+            return list(cache.ordered)
 
     def node(self, domain: str, node_id: str) -> NodeRecord | None:
         raw = self.r.hget(self._d(domain, "nodes"), node_id)
@@ -162,16 +297,27 @@ class Store:
 
     def put_nodes(self, records: Iterable[NodeRecord], *, work: Iterable[WorkItem] = ()) -> None:
         """Write records, and queue the provisioning work that acts on them in the same commit."""
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self.r.pipeline(transaction=True)
         n = 0
+        written: dict[str, list[str]] = {}
         for rec in records:
             pipe.hset(self._d(rec.domain, "nodes"), rec.node_id, rec.to_json())
+            written.setdefault(rec.domain, []).append(rec.node_id)
             n += 1
+        for domain, ids in written.items():
+            self._note_records(pipe, domain, ids)
         for item in work:
             pipe.xadd(self._k("work"), item.fields())
             n += 1
         if n:
             self._commit(pipe)
+
+    def _note_records(self, pipe: Any, domain: str, ids: Sequence[str]) -> None:
+        """Queue the entries that tell readers these records changed (in the writer's commit)."""
+        for at in range(0, len(ids), RECORD_IDS_PER_CHANGE):
+            pipe.xadd(self.record_changes_key(domain),
+                      {"ids": json.dumps(list(ids[at:at + RECORD_IDS_PER_CHANGE]), separators=(",", ":"))},
+                      maxlen=RECORD_CHANGES_LENGTH, approximate=True)
 
     def update_node(self, domain: str, node_id: str, change: Callable[[NodeRecord], bool],
                     *, attempts: int = 20) -> NodeRecord | None:
@@ -193,6 +339,7 @@ class Store:
                         return rec
                     pipe.multi()
                     pipe.hset(key, node_id, rec.to_json())
+                    self._note_records(pipe, domain, [node_id])
                     pipe.execute()
                     return rec
                 except redis.WatchError:
@@ -203,44 +350,96 @@ class Store:
         ids = list(node_ids)
         if not ids:
             return
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self.r.pipeline(transaction=True)
         pipe.hdel(self._d(domain, "nodes"), *ids)
         pipe.delete(*(self.heartbeat_key(domain, i) for i in ids))
+        pipe.zrem(self.heartbeat_times_key(domain), *ids)
+        pipe.zrem(self.heartbeat_numbers_key(domain), *ids)
+        self._note_records(pipe, domain, ids)
         self._commit(pipe)
 
     # -- heartbeats (written by agents and by the worker's task signals) -------------------
     def heartbeats(self, domain: str, node_ids: Iterable[str]) -> dict[str, Heartbeat]:
+        """The last heartbeat of each of ``node_ids`` that has one (as :class:`MemoryStore` does).
+
+        Reads the beat times written since this reader's last call (by beat number, so agents'
+        clocks do not matter); a node's other fields are read again only when the change stream
+        names it (or it is new to this reader). A node that has a heartbeat hash but no beat time
+        (an agent that writes only the hash) is read from its hash.
+        """
         ids = list(node_ids)
         if not ids:
             return {}
-        pipe = self.r.pipeline(transaction=False)
-        for i in ids:
-            pipe.hgetall(self.heartbeat_key(domain, i))
-        out: dict[str, Heartbeat] = {}
-        for node_id, raw in zip(ids, pipe.execute()):
-            if raw and "time" in raw:
-                out[node_id] = Heartbeat(
-                    time=float(raw["time"]),
-                    ready=raw.get("ready") == "1",
-                    active=max(0, int(raw.get("active", 0))),
-                    idle_since=float(raw["idle_since"]) if raw.get("idle_since") else None,
-                    workload_alive=raw.get("workload_alive", "1") == "1",
-                    draining=raw.get("draining") == "1",
-                    preempt_notice=float(raw["preempt_notice"]) if raw.get("preempt_notice") else None,
-                )
-        return out
+        with self._reading:
+            cache = self._beats.get(domain)
+            if cache is None:
+                cache = self._beats[domain] = _Beats()
+            position = cache.position
+            pipe = self.r.pipeline(transaction=True)
+            self._beats_since(pipe, domain, cache.number)
+            _queue_changes(pipe, self.heartbeat_changes_key(domain), position)
+            replies = pipe.execute()
+            if not cache.take_times(replies[0]):  # a node forgotten, or the counter started anew
+                cache.take_times(self._beats_since(self.r, domain, None))
+            entries, cache.position = _changes_since(replies[1:], position)
+            beats, times = cache.beats, cache.times
+            if entries is None:
+                beats.clear()
+            else:
+                for _, fields in entries:
+                    beats.pop(fields.get("n", ""), None)
+            get = beats.get
+            out = {i: hb for i in ids if (hb := get(i)) is not None}
+            if len(out) == len(ids):
+                return out
+            unread: list[str] = []  # beat times known, fields not read yet
+            hash_only: list[str] = []  # no beat time: an agent that writes only the hash
+            for i in ids:
+                if i not in out:
+                    (unread if i in times else hash_only).append(i)
+            pipe = self.r.pipeline(transaction=False)
+            for i in unread:
+                pipe.hgetall(self.heartbeat_key(domain, i))
+            if hash_only:
+                if self._hash_beats_script is None:
+                    self._hash_beats_script = self.r.register_script(_HASH_BEATS)
+                self._hash_beats_script(keys=[self.heartbeat_key(domain, i) for i in hash_only], client=pipe)
+            replies = pipe.execute()
+            for i, raw in zip(unread, replies):
+                if raw and "time" in raw:
+                    out[i] = beats[i] = _heartbeat(_as_dict(raw), float(times[i]))
+            if hash_only:
+                found = replies[-1]
+                for at in range(0, len(found), 2):
+                    raw = _as_dict(found[at + 1])
+                    out[hash_only[int(found[at])]] = _heartbeat(raw, float(raw["time"]))
+            return {i: out[i] for i in ids if i in out}  # in the order asked
+
+    def _beats_since(self, client: Any, domain: str, number: str | None) -> Any:
+        """Run (or queue on a pipeline) the read of the beat times written after beat ``number``."""
+        if self._beats_since_script is None:
+            self._beats_since_script = self.r.register_script(_BEATS_SINCE)
+        return self._beats_since_script(
+            keys=[self.heartbeat_numbers_key(domain), self.heartbeat_times_key(domain), self._d(domain, "hbn")],
+            args=["" if number is None else number], client=client)
 
     def beat(self, domain: str, node_id: str, **fields: Any) -> None:
-        """An agent's heartbeat: ``time`` plus whatever else it reports."""
-        mapping: dict[str | bytes, str] = {
-            k: ("1" if v is True else "0" if v is False else str(v)) for k, v in fields.items()
-        }
-        mapping.setdefault("time", repr(time.time()))
-        key = self.heartbeat_key(domain, node_id)
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hset(key, mapping=mapping)
-        pipe.expire(key, 24 * 3600)
-        pipe.execute()
+        """An agent's heartbeat: ``time`` plus whatever else it reports.
+
+        One atomic script: the hash, the domain's beat times and numbers, and (when a field other
+        than the time changed, or the hash is new) the domain's change stream.
+        """
+        mapping = {k: ("1" if v is True else "0" if v is False else str(v)) for k, v in fields.items()}
+        when = mapping.pop("time", None) or repr(time.time())
+        float(when)  # a time the sorted set takes, or ValueError before anything is written
+        if self._beat_script is None:
+            self._beat_script = self.r.register_script(_BEAT)
+        args: list[str | int] = [node_id, HEARTBEAT_TTL, HEARTBEAT_CHANGES_LENGTH, when]
+        for k, v in mapping.items():
+            args += [k, v]
+        self._beat_script(keys=[self.heartbeat_key(domain, node_id), self.heartbeat_times_key(domain),
+                                self.heartbeat_changes_key(domain), self.heartbeat_numbers_key(domain),
+                                self._d(domain, "hbn")], args=args)
 
     # -- events -----------------------------------------------------------------------
     def record(self, domain: str, kind: str, now: float, **data: Any) -> None:
@@ -465,3 +664,114 @@ def _flag(value: Any, default: bool) -> bool:
     if isinstance(value, str):
         return value == "1" or value.lower() == "true"
     return bool(value)
+
+
+class _Records:
+    """What one reader knows of a domain's records."""
+
+    __slots__ = ("position", "parsed", "ordered")
+
+    def __init__(self) -> None:
+        self.position: str | None = None  # last change read; None: read every record next time
+        self.parsed: dict[str, tuple[str, NodeRecord]] = {}  # node id -> (its JSON as read, the record)
+        self.ordered: list[NodeRecord] | None = None  # by creation; None: sort again
+
+
+class _Beats:
+    """What one reader knows of a domain's heartbeats."""
+
+    __slots__ = ("position", "number", "times", "beats")
+
+    def __init__(self) -> None:
+        self.position: str | None = None  # in the change stream
+        self.number: str | None = None  # the last beat number read; None: read every beat time next time
+        self.times: dict[str, str] = {}  # node -> its beat time as Redis gave it
+        self.beats: dict[str, Heartbeat] = {}  # node -> its heartbeat (fields as last read, time from times)
+
+    def take_times(self, reply: list[Any]) -> bool:
+        """Apply a :data:`_BEATS_SINCE` reply; False if it does not add up (then read every time)."""
+        number, count = str(reply[0]), int(reply[1])
+        flat = iter(reply)
+        next(flat), next(flat)
+        times, beats, last = self.times, self.beats, self.number
+        full = last is None
+        if last is None:
+            times.clear()
+        elif int(number) < int(last):  # the counter started anew: the domain's keys were deleted
+            self.number = None
+            return False
+        get = beats.get
+        for node, t in zip(flat, flat):  # each node that beat since the last read, and its time
+            times[node] = t
+            hb = get(node)
+            if hb is not None:  # the same heartbeat at its new time
+                beats[node] = Heartbeat(float(t), hb.ready, hb.active, hb.idle_since, hb.workload_alive,
+                                        hb.draining, hb.preempt_notice)
+        if len(times) != count:  # nodes left the sorted set (forgotten): read every time again
+            if full:
+                raise RuntimeError("beat times changed while read")  # one script: cannot happen
+            self.number = None
+            return False
+        if full:
+            for gone in [i for i in beats if i not in times]:
+                del beats[gone]
+        self.number = number
+        return True
+
+
+def _created(rec: NodeRecord) -> float:
+    return rec.created
+
+
+def _sid(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _queue_changes(pipe: Any, key: str, position: str | None) -> None:
+    """The stream's first and last entries and, past ``position``, what was added since."""
+    pipe.xrange(key, "-", "+", count=1)
+    pipe.xrevrange(key, "+", "-", count=1)
+    if position is not None:
+        pipe.xrange(key, "(" + position, "+", count=CHANGES_READ_AT_MOST)
+
+
+def _changes_since(replies: list[Any], position: str | None,
+                   ) -> tuple[list[tuple[str, dict[str, str]]] | None, str | None]:
+    """(entries added after ``position``, or None: read everything; the new position) from
+    the replies queued by :func:`_queue_changes` (in one transaction).
+
+    Everything is read again when there is no position yet, when the stream is gone (deleted, or
+    never written), when its first entry is past the position (the position was trimmed away, or
+    the stream was made anew) or when more changes wait than :data:`CHANGES_READ_AT_MOST`.
+    """
+    first, last = replies[0], replies[1]
+    if not last:
+        return None, None
+    newest = last[0][0]
+    if position is None or _sid(first[0][0]) > _sid(position):
+        return None, newest
+    entries = list(replies[2])
+    if len(entries) >= CHANGES_READ_AT_MOST:
+        return None, newest
+    return entries, newest
+
+
+def _as_dict(raw: Any) -> dict[str, str]:
+    if isinstance(raw, dict):
+        return raw
+    it = iter(raw)
+    return dict(zip(it, it))
+
+
+def _heartbeat(raw: dict[str, str], when: float) -> Heartbeat:
+    """A heartbeat hash as read (``when``: its time)."""
+    return Heartbeat(
+        time=when,
+        ready=raw.get("ready") == "1",
+        active=max(0, int(raw.get("active", 0))),
+        idle_since=float(raw["idle_since"]) if raw.get("idle_since") else None,
+        workload_alive=raw.get("workload_alive", "1") == "1",
+        draining=raw.get("draining") == "1",
+        preempt_notice=float(raw["preempt_notice"]) if raw.get("preempt_notice") else None,
+    )
