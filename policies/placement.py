@@ -1,4 +1,4 @@
-"""Placement: split a domain's launches over its sites, and choose the sites to shrink first; pure."""
+"""Placement: how many launches cover machines that never boot, their split over sites, and where to shrink; pure."""
 
 from __future__ import annotations
 
@@ -28,6 +28,20 @@ class SiteSlot:
         if not self.available:
             return 0
         return count if self.cap is None else max(0, min(count, self.cap - self.live))
+
+
+def overprovision(need: int, percent: float) -> int:
+    """Launches above ``need`` (nodes still to join) that cover machines that never boot.
+
+    ``x = need * percent / 100`` machines are expected to be lost among the ``need`` launched; the
+    margin is ``ceil(x + 2 * sqrt(x))``: that count plus two standard deviations of a count of rare
+    losses (``sqrt(x)``, Poisson), so that a shortfall, which costs a replacement's whole boot, is
+    unlikely (about 2 %) at every scale. 0 when nothing is needed or ``percent`` is 0.
+    """
+    if need <= 0 or percent <= 0:
+        return 0
+    x = need * percent / 100
+    return math.ceil(x + 2 * math.sqrt(x) - 1e-9)
 
 
 def _check(sites: Sequence[SiteSlot], strategy: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import sys
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import AbstractSet, Any, Callable, Iterable, Mapping, Protocol
 
 from policies import Policy, load_policy, primary
-from policies.placement import SiteSlot, place, site_preference_for_victims
+from policies.placement import SiteSlot, overprovision, place, site_preference_for_victims
 from policies.shaping import shape
 from pool.images import deployable_type
 from pool.leases import ROLES, Lease, LeaseLost, Leases
@@ -278,7 +277,9 @@ def plan_domain(
     # machines tagged as this domain's that no record knows (e.g. launched by a deposed leader)
     if obs.site_nodes is not None:
         for node_id, listed in obs.site_nodes.items():
-            if (listed.alive and node_id not in nodes
+            known = nodes.get(node_id)
+            # (a record retired before its launch was accepted has no machine id: one that shows up is ended)
+            if (listed.alive and (known is None or (known.state is S.TERMINATED and known.provider_id is None))
                     and listed.tags.get("elastic-pool/domain") == spec.name):
                 terminations.append(Termination(node_id, 0.0, "zombie: no record", listed.provider_id,
                                                 listed.site or spec.site))
@@ -368,11 +369,26 @@ def plan_domain(
         live = [n for n in live if n.node_id not in withdrawn]
         slots = site_slots()
     launches = [n.copy() for n in live if n.state == S.REQUESTED] if decider else []  # not yet accepted
-    goal = decision.target
-    if spec.overprovision > 0 and decider and state.override is None and goal > n_joined:
-        # some machines never boot: launch a margin above the target while nodes boot
-        goal += math.ceil((goal - n_joined) * spec.overprovision / 100)
-    delta = goal - len(live) if decider else 0
+    # overprovisioning (some machines never boot): while fewer than the target have joined, a
+    # margin above what is still to join is launched; booting machines are not scaled in while
+    # the target has not joined (only launch requests not yet made are withdrawn), unless more
+    # boot than the target with its whole margin could use. A node neither joined nor heard from
+    # `boot_replace` seconds after its launch is presumed dead for planning only: it is replaced
+    # at once and kept until the boot timeout (or the target has joined), in case it joins late.
+    goal = target = decision.target
+    if spec.overprovision > 0 and decider and state.override is None and target > n_joined:
+        goal += overprovision(target - n_joined, spec.overprovision)
+    replace_after = t.boot_replace if t.boot_replace is not None else t.boot
+    counted = [n for n in live if n.state is S.JOINED or n.state is S.REQUESTED or hb_get(n.node_id) is not None
+               or now - (n.entered(S.PENDING) or n.created) <= replace_after]
+    delta = goal - len(counted) if decider else 0
+    if decider and target <= n_joined:  # the target has joined: the surplus goes, unjoined first (presumed dead too)
+        delta = goal - len(live)
+    elif delta < 0:  # keep booting machines (the margin) until the target has joined
+        requested = sum(1 for n in counted if n.state is S.REQUESTED)
+        spare = len(counted) - target - overprovision(target, spec.overprovision if state.override is None else 0)
+        delta = -min(-delta, requested + max(0, spare))
+        live = counted
     if delta > 0:
         placed = place(delta, slots, strategy=spec.placement)
         short = delta - sum(placed.values())
@@ -401,7 +417,9 @@ def plan_domain(
             hb = obs.heartbeats.get(rec.node_id)
             if rec in launches:
                 launches.remove(rec)
-            if rec.state == S.JOINED and hb is not None and hb.active > 0:
+            if rec.state is S.REQUESTED and rec.provider_id is None:  # never reached a site: no call
+                move(rec, S.TERMINATED, "scale-in: withdrawn before launch")
+            elif rec.state == S.JOINED and hb is not None and hb.active > 0:
                 kill(rec, S.DRAINING, f"scale-in: drain busy worker (deadline {t.drain:g}s)", grace=t.drain,
                      drain_deadline=now + t.drain)
             else:
@@ -683,7 +701,7 @@ class Manager:
         records = {r.node_id: r for r in (*plan.changed, *plan.launches)}
         # one request per batch: up to the site's `batch` records of one site and deployable type
         # (where the site's driver gives each machine of a batch its own identity; else one per request)
-        sizes: dict[str, int] = {}
+        sizes: dict[tuple[str, str], int] = {}
         held: set[str] = set()  # sites that take no more launch requests this tick
         open_batch: dict[tuple[str, str], list[NodeRecord]] = {}
 
@@ -730,14 +748,17 @@ class Manager:
         for rec in plan.launches:
             if rec.site in held:
                 continue
-            size = sizes.get(rec.site)
-            if size is None:
-                size = sizes[rec.site] = max(1, min(spec.site_spec(rec.site).batch,
-                                                    self.provisioner.batch_limit(rec.site, now)))
             key = (rec.site, rec.deployable_type)
-            group = open_batch.setdefault(key, [])
+            group = open_batch.get(key)
+            if group is None:  # a new batch: sized to what the site takes now (its budget shrinks as batches go)
+                limit = self.provisioner.batch_limit(rec.site, now)
+                if limit == 0:  # the site's launch budget is spent: launched when it refills
+                    held.add(rec.site)
+                    continue
+                group = open_batch[key] = []
+                sizes[key] = min(spec.site_spec(rec.site).batch, limit)
             group.append(rec)
-            if len(group) >= size:
+            if len(group) >= sizes[key]:
                 del open_batch[key]
                 send(group)
         for group in open_batch.values():
@@ -827,6 +848,8 @@ class Manager:
                 self._launch_failed(rec, f"site {rec.site} is broken: {self.provisioner.broken[rec.site]}", now)
                 return None
             return max(0.05, self.provisioner.backoff[rec.site].until - now)
+        if self.provisioner.batch_limit(rec.site, now) == 0:  # the site's launch budget is spent
+            return max(0.05, self.provisioner.budget_wait(rec.site, now))
         wait = self.provisioner.may_request(rec.site, now)
         if wait > 0:
             return wait

@@ -334,6 +334,10 @@ class TimeoutSpec(_Spec):
     heartbeat_interval: float = Field(2.0, gt=0)
     heartbeat_timeout: float = Field(6.0, gt=0)
     boot: float = Field(120.0, gt=0, description="seconds from request to joined")
+    boot_replace: float | None = Field(
+        None, gt=0, description="seconds from launch after which a node that has neither joined nor sent a "
+        "heartbeat is presumed dead for planning: a replacement is launched, the node is kept until `boot` "
+        "in case it joins late; none: `boot`")
     drain: float = Field(600.0, gt=0, description="drain deadline for a busy worker")
     terminate_grace: float = Field(10.0, ge=0)
 
@@ -344,6 +348,9 @@ class TimeoutSpec(_Spec):
                 f"heartbeat_timeout ({self.heartbeat_timeout}) must be greater than "
                 f"heartbeat_interval ({self.heartbeat_interval})"
             )
+        if self.boot_replace is not None and self.boot_replace > self.boot:
+            raise ValueError(f"boot_replace ({self.boot_replace}) must be at most boot ({self.boot}): a node is "
+                             "replaced no later than its boot timeout")
         return self
 
 
@@ -373,6 +380,10 @@ class SiteSpec(_Spec):
     rate: float | None = Field(None, gt=0, description="launch requests per second the pool allows itself "
                                "here (the cloud's published limit, e.g. 2 on EC2); none: unpaced")
     burst: int = Field(1, ge=1, description="launch requests that may go at once before pacing (EC2: 5)")
+    instance_rate: float | None = Field(None, gt=0, description="machines per second the cloud's launch budget "
+                                        "refills (EC2's RunInstances resource bucket: 2); batches are sized to "
+                                        "what is left of it; none: not tracked")
+    instance_burst: int = Field(1000, ge=1, description="machines the launch budget holds when full (EC2: 1000)")
 
     @field_validator("key", "secret")
     @classmethod
@@ -397,8 +408,9 @@ class DomainSpec(_Spec):
     site: str = Field("local", description="the only site (shorthand for `sites: [{name: SITE}]`)")
     sites: list[SiteSpec] = Field(default_factory=list, description="sites in placement order")
     placement: Literal["overflow", "spread", "cheapest", "spot_first"] = "overflow"
-    overprovision: float = Field(0.0, ge=0, le=100, description="percent launched above the target while "
-                                 "nodes boot (some never do); trimmed as they join")
+    overprovision: float = Field(0.0, ge=0, le=100, description="percent of the nodes still to join launched "
+                                 "above them (with two standard deviations) while the target has not joined (some "
+                                 "machines never boot); the surplus goes once it has (docs/sites.md)")
     capacity_ttl: float = Field(180.0, ge=0, description="seconds a site that answered 'out of capacity' "
                                 "gets no launches")
     min: int = Field(0, ge=0)

@@ -128,6 +128,20 @@ class Pacer:
             return 0.0
         return (1.0 - self.tokens) / self.rate
 
+    def level(self, now: float) -> float:
+        """Tokens there now, none taken."""
+        if self.at is None:
+            return float(self.burst)
+        return min(float(self.burst), self.tokens + max(0.0, now - self.at) * self.rate)
+
+    def spend(self, n: float, now: float) -> None:
+        """Take ``n`` tokens (the level may go below zero: the cloud had room after all)."""
+        self.tokens, self.at = self.level(now) - n, max(self.at or now, now)
+
+    def empty(self, now: float) -> None:
+        """The cloud said the budget is spent."""
+        self.tokens, self.at = 0.0, max(self.at or now, now)
+
 
 #: Most machines one batched launch request carries (EC2's RunInstances takes up to 1000 per call).
 BATCH_MAX = 1000
@@ -162,6 +176,8 @@ class Provisioner:
         self.pace: dict[str, tuple[tuple[float, int], Pacer]] = {}  # site -> client-side request pacing
         self._backoff_args = (backoff_base, backoff_cap)
         self._batch_cap: dict[str, tuple[int, float]] = {}  # site -> (machines per request, since): see batch_limit
+        #: site -> the cloud's launch budget in machines as the pool tracks it (SiteSpec.instance_rate)
+        self.budget: dict[str, tuple[tuple[float, int], Pacer]] = {}
         #: per site, the last listing's answer per libcloud Node object (kept with it, so identity is safe)
         self._listed: dict[str, dict[int, tuple[Node, SiteNode]]] = {}
 
@@ -171,6 +187,12 @@ class Provisioner:
             self.pace[site.name] = ((site.rate, site.burst), Pacer(rate=site.rate, burst=site.burst))
         elif site.rate is None:
             self.pace.pop(site.name, None)
+        shape = (site.instance_rate, site.instance_burst)
+        if site.instance_rate is not None and self.budget.get(site.name, (None,))[0] != shape:
+            self.budget[site.name] = ((site.instance_rate, site.instance_burst),
+                                      Pacer(rate=site.instance_rate, burst=site.instance_burst))
+        elif site.instance_rate is None:
+            self.budget.pop(site.name, None)
         if site.name in self.drivers or site.name in self.broken:
             return
         self.backoff.setdefault(site.name, Backoff(base=self._backoff_args[0], cap=self._backoff_args[1]))
@@ -246,24 +268,43 @@ class Provisioner:
                     f"launch {record.launch_id}: the site answered with no machine"), now)
             node = node[0]
         self.backoff[record.site].succeed()
+        self._spend(record.site, 1, now)
         return str(node.id)
+
+    def budget_wait(self, site: str, now: float) -> float:
+        """Seconds until the site's tracked launch budget holds one machine (0 when untracked)."""
+        budget = self.budget.get(site)
+        if budget is None:
+            return 0.0
+        return max(0.0, (1.0 - budget[1].level(now)) / budget[1].rate)
+
+    def _spend(self, site: str, machines: int, now: float) -> None:
+        budget = self.budget.get(site)
+        if budget is not None:
+            budget[1].spend(machines, now)
 
     def batch_limit(self, site: str, now: float | None = None) -> int:
         """Most machines one launch request may carry on ``site`` now.
 
         1 unless the site's driver batches with per-instance identity (each machine its own node
-        tag), which :meth:`launch_many` needs; then up to :data:`BATCH_MAX`. A throttled batch
+        tag), which :meth:`launch_many` needs; then up to :data:`BATCH_MAX`. Where the site's
+        launch budget is tracked (``instance_rate``), no more than the machines left in it, which
+        may be 0: wait. Otherwise a throttled batch
         means the site's instance budget is spent (EC2's RunInstances resource bucket: 1000
         instances, refilled at 2 a second): the site falls back to one machine per request, which
         the request pacing keeps within its limits, and the batch doubles after every
         :data:`BATCH_RECOVER` seconds until a batch is throttled again.
         """
+        budget = self.budget.get(site)
+        left = BATCH_MAX if budget is None or now is None else max(0, int(budget[1].level(now)))
         driver = self.drivers.get(site)
         if driver is None or not getattr(driver, "batch_identity", False):
-            return 1
+            return min(1, left)
         adapter = adapters.adapter_for(driver)
         if not (adapter.batch and adapter.client_token):
-            return 1
+            return min(1, left)
+        if budget is not None:  # sized to the tracked budget, not the fallback below
+            return min(BATCH_MAX, left)
         cap = self._batch_cap.get(site)
         if cap is None:
             return BATCH_MAX
@@ -297,7 +338,7 @@ class Provisioner:
         site = records[0].site
         if any(r.site != site for r in records) or len(userdata) != len(records) or len(tags) != len(records):
             raise ValueError("launch_many: one site per batch, and one user-data and tag set per record")
-        if len(records) > self.batch_limit(site):  # not now: the limit of a throttled site grows back
+        if len(records) > max(1, self.batch_limit(site)):  # not now: the limit of a throttled site grows back
             raise ValueError(f"site {site} launches at most {self.batch_limit(site)} machines per request")
         driver = self.driver(site)
         if site in self.broken:
@@ -319,12 +360,17 @@ class Provisioner:
                 raise PermanentError(f"launch of {len(records)} on {site}: {exc}") from exc
             err = self._failed(site, exc, now, capacity_ttl=capacity_ttl)
             if type(err) is RetryableError and str(err).startswith("throttled"):
-                self._batch_cap[site] = (1, now)  # the instance budget is spent: one per request for now
+                budget = self.budget.get(site)
+                if budget is not None:
+                    budget[1].empty(now)  # the cloud's budget is spent: batches grow as it refills
+                else:
+                    self._batch_cap[site] = (1, now)  # the instance budget is spent: one per request for now
             raise err from exc
         if not isinstance(nodes, list) or not nodes:
             raise self._failed(site, RuntimeError(f"launch of {len(records)} on {site}: the site answered "
                                                   "with no machine"), now)
         self.backoff[site].succeed()
+        self._spend(site, len(nodes), now)
         by_name = {str(n.name): str(n.id) for n in nodes}
         return [by_name.get(r.node_id) for r in records]
 

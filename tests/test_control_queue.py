@@ -95,8 +95,8 @@ def test_scale_in_before_launch_cancels_it(store: Store, redis_url: str, pool_ho
     m.tick()
     assert len([r for r in store.nodes("c") if r.state == S.REQUESTED]) == 2
     store.set_override("c", 0)
-    m.tick()  # scale-in picks the requested-not-launched nodes
-    assert all(r.state == S.TERMINATING for r in store.nodes("c"))
+    m.tick()  # scale-in picks the requested-not-launched nodes: retired, no terminate call
+    assert all(r.state == S.TERMINATED for r in store.nodes("c"))
     m.start_workers()
     queue = WorkQueue(store.r, namespace=store.ns)
     wait(lambda: queue.depth() == {"queued": 0, "in_progress": 0}, 20, "work done")

@@ -77,6 +77,48 @@ def test_overprovisioning_covers_machines_that_never_boot_and_is_trimmed() -> No
     assert fleet.run_until(lambda f: f.count(*LIVE) == 40, limit=400) is not None  # the margin is trimmed
 
 
+def test_booting_machines_are_kept_until_the_target_joined_then_the_surplus_is_trimmed() -> None:
+    """EC2 limits, 10 % never boot: no booting machine is scaled in before the target has joined, a
+    machine silent past `boot_replace` is replaced before the boot timeout, and once the target has
+    joined the rest (margin, presumed dead) is terminated: one call per machine that reached the site."""
+    n = 300
+    spec = domain(n, sites=[{"name": "ec2", "rate": 2, "burst": 5, "batch": 100}], overprovision=12,
+                  timeouts={"heartbeat_interval": 30, "heartbeat_timeout": 120, "boot": 90, "boot_replace": 65,
+                            "terminate_grace": 5})
+    fleet = Fleet(spec, profiles={"ec2": parse_profile("ec2:never_boot=0.1")}, seed=4)
+    t = fleet.run_until(lambda f: f.joined() >= n, limit=600)
+    assert t is not None and t < 90  # before any boot timeout: the margin covered the machines that never boot
+    records = fleet.store.nodes("fleet")
+    for rec in records:  # nothing that had reached the site was scaled in before the target joined
+        ends = [when for state, when, detail in rec.history if detail.startswith("scale-in")]
+        assert all(when >= t for when in ends), (rec.node_id, rec.history)
+    view = lambda f: f.manager.last_plans["fleet"].view  # noqa: E731
+    assert fleet.run_until(lambda f: view(f).actual == n and view(f).joined == n, limit=t + 300) is not None
+    fleet.run_until(lambda f: False, limit=fleet.now + 10)  # the site's listing catches up
+    site = fleet.sites["ec2"]
+    launched = sum(c.instances for c in site.ex_events() if c.api == "RunInstances" and c.accepted)
+    assert launched > n  # the margin
+    ended = [m for m in site.machines.values() if m.ended is not None]
+    terminate = [c for c in site.ex_events() if c.api == "TerminateInstances"]
+    assert len(ended) == launched - n and len(terminate) == len(ended)  # one call per surplus machine
+
+
+def test_launch_records_withdrawn_before_their_launch_cost_no_terminate_call() -> None:
+    """Paced at 2 requests/s, one machine each: scaled from 60 to 5 at once, the records still waiting
+    for their launch are retired without a call; only machines that exist are terminated."""
+    fleet = Fleet(domain(60, sites=[{"name": "s", "rate": 2, "burst": 5}]), profiles={"s": "local"})
+    fleet.run_until(lambda f: False, limit=2.0)
+    fleet.store.set_override("fleet", 5)
+    assert fleet.run_until(lambda f: f.count(*LIVE) == 5, limit=120) is not None
+    site = fleet.sites["s"]
+    launched = sum(c.instances for c in site.ex_events() if c.api == "RunInstances" and c.accepted)
+    assert 5 < launched < 20
+    terminate = [c for c in site.ex_events() if c.api == "TerminateInstances"]
+    assert len(terminate) == launched - 5  # none for the ~50 records that never reached the site
+    withdrawn = [r for r in fleet.store.nodes("fleet") if r.history[-1][2] == "scale-in: withdrawn before launch"]
+    assert len(withdrawn) == 60 - launched and all(r.state is S.TERMINATED for r in withdrawn)
+
+
 def test_a_thousand_node_scale_up_reaches_its_size() -> None:
     fleet = Fleet(domain(1000, sites=[{"name": "ec2", "rate": 2, "burst": 5}], overprovision=12),
                   profiles={"ec2": parse_profile("ec2:never_boot=0.1")}, seed=1)
@@ -150,6 +192,23 @@ def test_a_throttled_batch_falls_back_to_one_machine_per_request() -> None:
     since = throttled[0].time  # the batch grows back: doubled each minute after the throttled batch
     limit = fleet.provisioner.batch_limit
     assert [limit("ec2", since + 59), limit("ec2", since + 60), limit("ec2", since + 600)] == [1, 2, 1000]
+
+
+def test_a_tracked_launch_budget_sizes_batches_to_what_the_cloud_refilled() -> None:
+    """With the site's instance bucket configured (30 machines, refilled 2/s, as the sim site's),
+    batches never exceed what is left of it: no launch is throttled, and batches after the first
+    30 machines carry what refilled since the last one instead of one machine per request."""
+    profile = parse_profile("ec2:run_instances=30,boot_median=5,boot_sigma=0")
+    site = {"name": "ec2", "rate": 2, "burst": 5, "batch": 10, "instance_rate": 2, "instance_burst": 30}
+    fleet = Fleet(domain(50, sites=[site]), profiles={"ec2": profile})
+    assert fleet.run_until(lambda f: f.count() == 50, limit=300) is not None
+    run = [c for c in fleet.sites["ec2"].ex_events() if c.api == "RunInstances"]
+    assert all(c.accepted for c in run)
+    assert [c.instances for c in run[:3]] == [10, 10, 10]
+    assert max(c.instances for c in run[3:]) > 1  # refilled machines go out together
+    assert sum(c.instances for c in run) == 50
+    budget = fleet.provisioner
+    assert budget.batch_limit("ec2", run[-1].time) < 10 and budget.budget_wait("ec2", run[-1].time) >= 0
 
 
 def test_a_batch_on_a_nearly_full_site_launches_what_fits_and_overflows() -> None:

@@ -265,3 +265,108 @@ def test_the_site_listing_moves_pending_to_started_and_the_boot_timeout_guards_i
                        new_ids=ids([7]))
     assert [(t.node_id, t.reason.startswith("not joined")) for t in late.terminations] == [("b", True)]
     assert len(late.fresh) == 1
+
+
+# -- overprovisioning: the margin, presumed-dead machines, trimming, withdrawn launch records ----------
+
+
+def booting(node_id: str, t: float) -> NodeRecord:
+    rec = NodeRecord.new(node_id=node_id, domain="d", launch_id=f"L-{node_id}", site="local",
+                         deployable_type="celery-worker", now=t)
+    rec.set_state(S.PENDING, t)
+    rec.provider_id = f"i-{node_id}"
+    return rec
+
+
+def requested(node_id: str, t: float) -> NodeRecord:
+    return NodeRecord.new(node_id=node_id, domain="d", launch_id=f"L-{node_id}", site="local",
+                          deployable_type="celery-worker", now=t)
+
+
+def over_spec(**timeouts: float) -> Any:
+    return spec(max=40, overprovision=12,
+                timeouts={"heartbeat_interval": 1, "heartbeat_timeout": 3, "boot": 60, "boot_replace": 30,
+                          **timeouts})
+
+
+def beating(nodes: list[NodeRecord], now: float) -> dict[str, Heartbeat]:
+    return {n.node_id: Heartbeat(time=now, ready=True) for n in nodes if n.state is S.JOINED}
+
+
+def test_the_margin_is_the_expected_losses_and_two_standard_deviations() -> None:
+    from policies.placement import overprovision
+
+    assert [overprovision(n, 12) for n in (0, 1, 2, 10, 100)] == [0, 1, 2, 4, 19]
+    assert overprovision(100, 0) == 0 and overprovision(-3, 12) == 0
+    assert overprovision(10_000, 12) == 1200 + 70  # 1,200 expected losses + 2 x sqrt(1,200) = 69.3
+    margins = [overprovision(n, 12) for n in range(0, 2000, 7)]
+    assert margins == sorted(margins)  # more to join, never a smaller margin
+
+
+def test_no_booting_machine_is_scaled_in_while_the_target_has_not_joined() -> None:
+    now = 20.0
+    nodes = [joined(f"j{i}") for i in range(8)] + [booting(f"b{i}", 10.0) for i in range(6)]
+    # 8 joined of 10, 6 booting: 4 more than the 2 still to join with their margin (2)
+    plan = plan_domain(observe(nodes, beating(nodes, now), 10, now, sp=over_spec(),
+                               state=DomainState(intended=10)), load_policy("queue_depth", {}), new_ids=ids([0]))
+    assert plan.decision.target == 10
+    assert not plan.terminations and not plan.fresh
+    assert all(r.state is not S.TERMINATING for r in plan.changed)
+
+
+def test_once_the_target_has_joined_the_surplus_goes_and_unlaunched_records_cost_no_call() -> None:
+    now = 20.0
+    nodes = ([joined(f"j{i}") for i in range(10)] + [booting(f"b{i}", 10.0) for i in range(4)]
+             + [requested(f"r{i}", 19.0) for i in range(2)])
+    plan = plan_domain(observe(nodes, beating(nodes, now), 10, now, sp=over_spec(),
+                               state=DomainState(intended=10)), load_policy("queue_depth", {}), new_ids=ids([0]))
+    assert sorted(t.node_id for t in plan.terminations) == [f"b{i}" for i in range(4)]  # booted: ended by a call
+    retired = {r.node_id: r for r in plan.changed if r.node_id.startswith("r")}
+    assert {r.state for r in retired.values()} == {S.TERMINATED}  # never reached a site: no call at all
+    assert all(r.history[-1][2] == "scale-in: withdrawn before launch" for r in retired.values())
+    assert not plan.launches and not plan.fresh
+
+
+def test_a_dropped_target_withdraws_requests_first_and_keeps_the_whole_margin_booting() -> None:
+    now = 20.0
+    nodes = ([joined("j0")] + [booting(f"b{i}", 10.0 + i) for i in range(6)]
+             + [requested(f"r{i}", 19.0) for i in range(3)])
+    # target 2, one joined: 1 to join + margin 1 = 3 wanted of 10; the target with its whole margin is 4
+    plan = plan_domain(observe(nodes, beating(nodes, now), 2, now, sp=over_spec(),
+                               state=DomainState(intended=10)), load_policy("queue_depth", {}), new_ids=ids([0]))
+    assert {r.node_id for r in plan.changed if r.state is S.TERMINATED} == {"r0", "r1", "r2"}
+    ended = sorted(t.node_id for t in plan.terminations)
+    assert len(ended) == 4 and all(n.startswith("b") for n in ended)  # 10 - 3 withdrawn - 4 ended = 3 left
+    assert "j0" not in ended
+
+
+def test_a_machine_silent_past_boot_replace_is_replaced_but_kept_until_the_boot_timeout() -> None:
+    now = 40.0  # past boot_replace (30 s), within the boot timeout (60 s)
+    nodes = [joined(f"j{i}") for i in range(8)] + [booting(f"b{i}", 0.0) for i in range(3)]
+    hbs = {**beating(nodes, now), "b2": Heartbeat(time=39.0, ready=False)}  # b2's agent is up: it boots
+    plan = plan_domain(observe(nodes, hbs, 10, now, sp=over_spec(), state=DomainState(intended=10)),
+                       load_policy("queue_depth", {}), new_ids=ids([0]))
+    # counted: 8 joined + b2; wanted: 10 + margin 2 -> 3 replacements; b0, b1 are kept
+    assert len(plan.fresh) == 3
+    assert not plan.terminations
+    # without boot_replace the same machines count until the boot timeout: 11 of 12 wanted, one launch
+    waited = plan_domain(observe(nodes, hbs, 10, now, sp=spec(max=40, overprovision=12),
+                                 state=DomainState(intended=10)), load_policy("queue_depth", {}), new_ids=ids([0]))
+    assert len(waited.fresh) == 1 and not waited.terminations
+    # past the boot timeout all three, still not joined, fail and are terminated
+    later = plan_domain(observe([*nodes, *plan.launches], {**beating(nodes, 61.0), "b2": Heartbeat(time=60.0)}, 10,
+                                61.0, sp=over_spec(), state=DomainState(intended=10)),
+                        load_policy("queue_depth", {}), new_ids=ids([5]))
+    assert sorted(t.node_id for t in later.terminations) == ["b0", "b1", "b2"]
+    assert len(later.fresh) == 1  # only b2 was still counted: the others' replacements are booting
+
+
+def test_a_machine_that_shows_up_for_a_withdrawn_record_is_ended() -> None:
+    gone = requested("w", 0.0)
+    gone.set_state(S.TERMINATED, 1.0, "scale-in: withdrawn before launch")
+    a = joined("a")
+    obs = observe([a, gone], {"a": Heartbeat(time=99.9, ready=True)}, 1, 100.0, state=DomainState(intended=1))
+    listing = {**(obs.site_nodes or {}), "w": SiteNode("w", "i-late", True, {"elastic-pool/domain": "d"})}
+    plan = plan_domain(Observation(**{**obs.__dict__, "site_nodes": listing}), load_policy("queue_depth", {}),
+                       new_ids=ids([0]))
+    assert [(t.node_id, t.provider_id) for t in plan.terminations] == [("w", "i-late")]
