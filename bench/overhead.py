@@ -325,7 +325,8 @@ def report(pairs: list[dict[str, Round]], *, load: list[float], instructions: di
                      round(median(stock_ratios), 3), "-", None,
                      f"{med('plain', lambda r: r.rate):.0f} vs {med('stock', lambda r: r.rate):.0f} tasks/s (medians); "
                      f"CPU per task {median(stock_cpu):.3f}x, redis-server CPU per task {median(stock_redis):.3f}x; "
-                     f"the price of closing the lost-message window of kombu's BRPOP"))
+                     f"one round trip per message (the pop script) where kombu's transport makes two (BRPOP, then "
+                     f"its unacked write)"))
     if instructions is not None:
         ins_ratio = instructions["managed"] / instructions["plain"]
         result.update(instructions_per_task=instructions, instructions_per_task_ratio=ins_ratio)
