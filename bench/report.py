@@ -9,7 +9,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
-ORDER = ["reaction", "drain", "overhead", "tts", "tick", "faults", "chaos", "spark", "policies"]
+ORDER = ["reaction", "drain", "overhead", "popkill", "tts", "tick", "faults", "chaos", "spark", "policies",
+         "policies-sweep", "simulator"]
 TITLES = {
     "reaction": "Reaction to a burst (`make bench-reaction`)",
     "drain": "Elastic vs fixed pool on two bursts (`make bench-drain`)",
@@ -18,6 +19,10 @@ TITLES = {
     "policies": "Decision quality of policies on synthetic traces (`make bench-policies`)",
     "tts": "Time to scale from 0 to N nodes on the simulated EC2 site (`make bench-tts`)",
     "faults": "Failure mix: throttling storm, boot failures, a site failing every launch (`make bench-faults`)",
+    "popkill": "Workers SIGKILLed at random instants: kombu's Redis transport vs the atomic pop (`make bench-popkill`)",
+    "chaos": "Chaos suite: real managers, workers and brokers under faults (`make chaos`)",
+    "policies-sweep": "Policy parameter sweep toward each trace's baseline corner (`python -m bench.policies --sweep`)",
+    "simulator": "Simulator speed (`make bench-simulator`)",
     "tick": "Control-plane cost: one manager tick and its memory at 1,000 and 10,000 nodes (`make bench-tick`)",
 }
 
