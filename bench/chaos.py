@@ -110,7 +110,29 @@ class Cluster:
         deadline = time.monotonic() + 10
         while self.driver.list_nodes() and time.monotonic() < deadline:
             time.sleep(0.1)
+        # a manager killed between starting a machine and recording it leaves a process no listing knows
+        for pid in self.processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.server.stop()
+
+    def processes(self) -> list[int]:
+        """Every live process started for this cluster (its environment names the cluster's home)."""
+        home = str(self.home).encode()
+        pids = []
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                    env = dict(e.split(b"=", 1) for e in fh.read().split(b"\0") if b"=" in e)
+            except OSError:
+                continue
+            if env.get(b"POOL_HOME") == home:
+                pids.append(int(entry.name))
+        return pids
 
     # -- workload ----------------------------------------------------------------------
     def apply(self, name: str, **kw: Any) -> None:

@@ -379,16 +379,19 @@ def plan_domain(
     if spec.overprovision > 0 and decider and state.override is None and target > n_joined:
         goal += overprovision(target - n_joined, spec.overprovision)
     replace_after = t.boot_replace if t.boot_replace is not None else t.boot
-    counted = [n for n in live if n.state is S.JOINED or n.state is S.REQUESTED or hb_get(n.node_id) is not None
-               or now - (n.entered(S.PENDING) or n.created) <= replace_after]
-    delta = goal - len(counted) if decider else 0
-    if decider and target <= n_joined:  # the target has joined: the surplus goes, unjoined first (presumed dead too)
+    if not decider:
+        delta = 0
+    elif target <= n_joined:  # the target has joined: the surplus goes, unjoined first (presumed dead too)
         delta = goal - len(live)
-    elif delta < 0:  # keep booting machines (the margin) until the target has joined
-        requested = sum(1 for n in counted if n.state is S.REQUESTED)
-        spare = len(counted) - target - overprovision(target, spec.overprovision if state.override is None else 0)
-        delta = -min(-delta, requested + max(0, spare))
-        live = counted
+    else:
+        counted = [n for n in live if n.state is S.JOINED or n.state is S.REQUESTED
+                   or hb_get(n.node_id) is not None or now - (n.entered(S.PENDING) or n.created) <= replace_after]
+        delta = goal - len(counted)
+        if delta < 0:  # keep booting machines (the margin) until the target has joined
+            requested = sum(1 for n in counted if n.state is S.REQUESTED)
+            spare = len(counted) - target - overprovision(target, spec.overprovision if state.override is None else 0)
+            delta = -min(-delta, requested + max(0, spare))
+            live = counted
     if delta > 0:
         placed = place(delta, slots, strategy=spec.placement)
         short = delta - sum(placed.values())
