@@ -74,7 +74,13 @@ class Channel(kombu_redis.Channel):
         self._recorded: set[str] = set()
         self._waiting = False  # the next command is the blocking look, not the pop
         self._sent = "EVAL"
+        self._no_ack: set[str] = set()  # queues consumed without acknowledgements
         super().__init__(*args, **kwargs)
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if no_ack:
+            self._no_ack.add(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
 
     def _key(self, key: str) -> str:
         return f"{self.global_keyprefix}{key}" if self.global_keyprefix else key
@@ -118,7 +124,11 @@ class Channel(kombu_redis.Channel):
             dest = dest.rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
             if len(reply) > 2:
-                self._recorded.add(bytes_to_str(reply[2]))
+                tag = bytes_to_str(reply[2])
+                if dest in self._no_ack:  # nothing will acknowledge it: no unacked entry to sweep back
+                    self.qos._remove_from_indices(tag).execute()
+                else:
+                    self._recorded.add(tag)
             self.connection._deliver(loads(bytes_to_str(item)), dest)
             return True
         finally:

@@ -37,15 +37,16 @@ def pop_and_die(url: str, transport: Any) -> None:
     channel.client.connection.disconnect()
 
 
-def consume(url: str, *, limit: int, timeout: float) -> list[dict[str, Any]]:
+def consume(url: str, *, limit: int, timeout: float, no_ack: bool = False) -> list[dict[str, Any]]:
     got: list[dict[str, Any]] = []
 
     def on_message(body: dict[str, Any], message: Any) -> None:
         got.append(body)
-        message.ack()
+        if not no_ack:
+            message.ack()
 
     with Connection(url, transport=Transport, transport_options=OPTIONS) as conn:
-        with Consumer(conn.channel(), [queue()], callbacks=[on_message]):
+        with Consumer(conn.channel(), [queue()], callbacks=[on_message], no_ack=no_ack):
             deadline = time.monotonic() + timeout
             while len(got) < limit and time.monotonic() < deadline:
                 try:
@@ -88,6 +89,12 @@ def test_acked_messages_leave_nothing_behind_and_keep_their_order(broker: str) -
     publish(broker, *({"n": i} for i in range(50)))
     got = consume(broker, limit=50, timeout=20)
     assert [body["n"] for body in got] == list(range(50))
+    assert held(broker) == (0, 0)
+
+
+def test_a_consumer_without_acks_leaves_nothing_to_redeliver(broker: str) -> None:
+    publish(broker, {"n": 1}, {"n": 2})
+    assert consume(broker, limit=2, timeout=10, no_ack=True) == [{"n": 1}, {"n": 2}]
     assert held(broker) == (0, 0)
 
 
