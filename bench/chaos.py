@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import redis
 
@@ -120,19 +120,24 @@ class Cluster:
 
     def processes(self) -> list[int]:
         """Every live process started for this cluster (its environment names the cluster's home)."""
+        return [pid for pid, _, _ in self._ours()]
+
+    def _ours(self) -> Iterator[tuple[int, bytes, dict[bytes, bytes]]]:
+        """(pid, command line, environment) of each live process whose POOL_HOME is this cluster's, from /proc."""
         home = str(self.home).encode()
-        pids = []
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
             try:
                 with open(f"/proc/{entry.name}/environ", "rb") as fh:
                     env = dict(e.split(b"=", 1) for e in fh.read().split(b"\0") if b"=" in e)
+                if env.get(b"POOL_HOME") != home:
+                    continue
+                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                    cmdline = fh.read()
             except OSError:
                 continue
-            if env.get(b"POOL_HOME") == home:
-                pids.append(int(entry.name))
-        return pids
+            yield int(entry.name), cmdline, env
 
     # -- workload ----------------------------------------------------------------------
     def apply(self, name: str, **kw: Any) -> None:
@@ -162,22 +167,8 @@ class Cluster:
 
     def agent_processes(self) -> collections.Counter[str]:
         """Live agents of this cluster per launch id, read from /proc (what really runs)."""
-        home = str(self.home).encode()
-        found: collections.Counter[str] = collections.Counter()
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
-                    if b"pool.agent" not in fh.read():
-                        continue
-                with open(f"/proc/{entry.name}/environ", "rb") as fh:
-                    env = dict(e.split(b"=", 1) for e in fh.read().split(b"\0") if b"=" in e)
-            except OSError:
-                continue
-            if env.get(b"POOL_HOME") == home and b"POOL_LAUNCH_ID" in env:
-                found[env[b"POOL_LAUNCH_ID"].decode()] += 1
-        return found
+        return collections.Counter(env[b"POOL_LAUNCH_ID"].decode() for _, cmdline, env in self._ours()
+                                   if b"pool.agent" in cmdline and b"POOL_LAUNCH_ID" in env)
 
     def audit(self, scenario: str, domain: str, ids: range, broker: str, **extra: Any) -> Audit:
         counts = {int(k): int(v) for k, v in self.results.hgetall("demo:done").items()}

@@ -151,17 +151,19 @@ def enqueue(app_tasks: Any, broker: str, queue: str, items: list[tuple[int, floa
 
 def plain_workers(n: int, *, broker: str, queue: str, logdir: Path, concurrency: int = 1,
                   python: str = sys.executable, visibility_timeout: float = 60, first: int = 0,
-                  ) -> list[subprocess.Popen[bytes]]:
+                  stock_transport: bool = False) -> list[subprocess.Popen[bytes]]:
     """``n`` plain Celery workers with the same durable settings as pool-managed ones, not managed.
 
     ``python`` is the interpreter to run them with (a wrapper that runs it under a profiler, say);
-    ``first`` numbers them (node names and log files) from there.
+    ``first`` numbers them (node names and log files) from there; ``stock_transport`` runs them
+    on kombu's own Redis transport instead of the atomic pop.
     """
     procs = []
     for i in range(first, first + n):
         env = dict(os.environ, POOL_CELERY_APP="tasks", POOL_CELERY_PATH=str(DEMO_APP), POOL_BROKER_URL=broker,
                    POOL_QUEUE=queue, POOL_CONCURRENCY=str(concurrency), POOL_NODE_ID=f"plain{i}",
                    POOL_VISIBILITY_TIMEOUT=f"{visibility_timeout:g}", DEMO_BROKER=broker,
+                   POOL_STOCK_TRANSPORT="1" if stock_transport else "0",
                    POOL_READY_FILE=str(logdir / f"plain{i}.ready"))
         log = open(logdir / f"plain{i}.log", "wb")
         procs.append(subprocess.Popen([python, str(ROOT / "bench" / "plain_worker.py")], env=env,

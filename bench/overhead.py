@@ -147,10 +147,9 @@ def managed_pgid(bench: Bench, domain: str) -> int:
 
 def run_plain(bench: Bench, broker: str, queue: str, sensor: CeleryQueueSensor, *, stock: bool = False) -> Round:
     # plain_workers passes the environment on: pin what bench/plain_worker.py reads, whatever the shell says
-    os.environ.update(POOL_LOGLEVEL=PLAIN_SETTINGS["loglevel"], POOL_CELERY_POOL=PLAIN_SETTINGS["pool"],
-                      POOL_STOCK_TRANSPORT="1" if stock else "0")
-    procs = plain_workers(1, broker=broker, queue=queue, logdir=bench.tmp, concurrency=PLAIN_SETTINGS["concurrency"])
-    os.environ["POOL_STOCK_TRANSPORT"] = "0"  # only this worker: the callgrind runs spawn plain workers too
+    os.environ.update(POOL_LOGLEVEL=PLAIN_SETTINGS["loglevel"], POOL_CELERY_POOL=PLAIN_SETTINGS["pool"])
+    procs = plain_workers(1, broker=broker, queue=queue, logdir=bench.tmp, concurrency=PLAIN_SETTINGS["concurrency"],
+                          stock_transport=stock)
     try:
         return measure("stock" if stock else "plain", sensor, lambda: procs[0].pid, bench.server.pid)
     finally:

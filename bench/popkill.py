@@ -39,7 +39,6 @@ def one_round(*, server: RedisServer, transport: str, seed: int, tmp: Path) -> d
     client.flushdb()
     tasks = demo_tasks(broker)
     enqueue(tasks, broker, QUEUE, [(i, 0.0) for i in range(TASKS)])
-    os.environ["POOL_STOCK_TRANSPORT"] = "1" if transport == "kombu" else "0"
     rng = random.Random(seed)
     logdir = tmp / f"{transport}-{seed}"
     logdir.mkdir()
@@ -50,7 +49,7 @@ def one_round(*, server: RedisServer, transport: str, seed: int, tmp: Path) -> d
     def spawn(n: int) -> list[subprocess.Popen[bytes]]:
         nonlocal started
         procs = plain_workers(n, broker=broker, queue=QUEUE, logdir=logdir, visibility_timeout=VISIBILITY,
-                              first=started)
+                              first=started, stock_transport=transport == "kombu")
         for i, p in enumerate(procs):
             born[p.pid], names[p.pid] = time.monotonic(), started + i
         started += n
