@@ -143,6 +143,15 @@ class Pacer:
         self.tokens, self.at = 0.0, max(self.at or now, now)
 
 
+def _keep_bucket(table: dict[str, tuple[tuple[float, int], Pacer]], site: str, rate: float | None,
+                 burst: int) -> None:
+    """The site's bucket as configured: made anew when its shape changed, dropped when unset."""
+    if rate is None:
+        table.pop(site, None)
+    elif table.get(site, (None,))[0] != (rate, burst):
+        table[site] = ((rate, burst), Pacer(rate=rate, burst=burst))
+
+
 #: Most machines one batched launch request carries (EC2's RunInstances takes up to 1000 per call).
 BATCH_MAX = 1000
 #: Seconds after which a throttled site's batch size doubles (until a batch is throttled again).
@@ -183,16 +192,8 @@ class Provisioner:
 
     def ensure_site(self, site: SiteSpec) -> None:
         """Make the driver for a configured site, once; a site that cannot be made is marked broken."""
-        if site.rate is not None and self.pace.get(site.name, (None,))[0] != (site.rate, site.burst):
-            self.pace[site.name] = ((site.rate, site.burst), Pacer(rate=site.rate, burst=site.burst))
-        elif site.rate is None:
-            self.pace.pop(site.name, None)
-        shape = (site.instance_rate, site.instance_burst)
-        if site.instance_rate is not None and self.budget.get(site.name, (None,))[0] != shape:
-            self.budget[site.name] = ((site.instance_rate, site.instance_burst),
-                                      Pacer(rate=site.instance_rate, burst=site.instance_burst))
-        elif site.instance_rate is None:
-            self.budget.pop(site.name, None)
+        _keep_bucket(self.pace, site.name, site.rate, site.burst)
+        _keep_bucket(self.budget, site.name, site.instance_rate, site.instance_burst)
         if site.name in self.drivers or site.name in self.broken:
             return
         self.backoff.setdefault(site.name, Backoff(base=self._backoff_args[0], cap=self._backoff_args[1]))
