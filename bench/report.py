@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 ORDER = ["reaction", "drain", "overhead", "popkill", "tts", "tick", "faults", "chaos", "spark", "policies",
-         "policies-sweep", "simulator"]
+         "policies-sweep", "simulator", "fuzz"]
 TITLES = {
     "reaction": "Reaction to a burst (`make bench-reaction`)",
     "drain": "Elastic vs fixed pool on two bursts (`make bench-drain`)",
@@ -24,6 +24,7 @@ TITLES = {
     "policies-sweep": "Policy parameter sweep toward each trace's baseline corner (`python -m bench.policies --sweep`)",
     "simulator": "Simulator speed (`make bench-simulator`)",
     "tick": "Control-plane cost: one manager tick and its memory at 1,000 and 10,000 nodes (`make bench-tick`)",
+    "fuzz": "Spec loader fuzzing: generated YAML and bytes through the loader and validation (`make bench-fuzz`)",
 }
 
 

@@ -31,6 +31,21 @@ ALLOWED = "numbers, reading names, + - * / //, parentheses and min() max() ceil(
 MAX_FORMULA = 2000
 
 
+#: Deepest nesting of a formula's expression tree (``a + b + c ...`` nests one level per term).
+MAX_DEPTH = 64
+
+
+def _bounded_depth(root: ast.AST) -> None:
+    """``ValueError`` when the tree nests deeper than :data:`MAX_DEPTH` (checked without recursion)."""
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"formula nests deeper than {MAX_DEPTH} levels (a long chain of + or *?): "
+                             "use fewer terms, or parentheses to balance them")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
 class Formula:
     """A parsed arithmetic expression; anything outside :data:`ALLOWED` is refused when parsed."""
 
@@ -45,8 +60,11 @@ class Formula:
             tree = ast.parse(text.strip(), mode="eval")
         except SyntaxError as exc:
             raise ValueError(f"formula {text!r} is not an expression: {exc.msg}") from None
+        except (RecursionError, MemoryError):
+            raise ValueError(f"formula nests deeper than {MAX_DEPTH} levels") from None
         self.text = text
         self.names: set[str] = set()
+        _bounded_depth(tree.body)
         self._check(tree.body)
         self.tree = tree.body
 

@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import enum
+import functools
+import importlib
+import inspect
 import json
+import math
 import re
+import reprlib
+import types
+import typing
+from collections import abc
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Callable, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pool.secrets import redact_text
 
 
 class NodeState(str, enum.Enum):
@@ -41,6 +61,8 @@ TRANSITIONS: dict[NodeState, frozenset[NodeState]] = {
     S.TERMINATED: frozenset(),
 }
 
+_STATE_NAMES = frozenset(s.value for s in NodeState)
+
 #: States in which a node counts toward the actual size of its domain.
 LIVE_STATES = frozenset({S.REQUESTED, S.PENDING, S.STARTED, S.JOINED})
 #: States in which a node has not yet joined (scale-in takes these first).
@@ -52,6 +74,67 @@ FINAL_STATES = frozenset({S.TERMINATED})
 
 class IllegalTransition(ValueError):
     """A state change that the node state table does not allow."""
+
+
+class InvalidRecord(ValueError):
+    """A record read back from the store that is not one the pool wrote: refused, never acted on."""
+
+
+#: Node ids, launch ids and site names as the pool makes them: no path separators, no control characters.
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: A site's machine id (clouds differ: some use slashes or colons), bounded, printable.
+PROVIDER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,511}")
+_RECORD_FIELDS = {"node_id", "domain", "launch_id", "site", "deployable_type", "state", "created", "history",
+                  "provider_id", "drain_deadline", "drain_sent"}
+
+
+def _finite(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or value in (float("inf"), float("-inf")):
+        raise InvalidRecord(f"node record: {what} must be a finite number")
+    return float(value)
+
+
+def _checked_record(data: Any) -> dict[str, Any]:
+    """The keyword arguments of a :class:`NodeRecord` from stored JSON, every field checked."""
+    if not isinstance(data, dict):
+        raise InvalidRecord("node record: not a JSON object")
+    unknown = set(data) - _RECORD_FIELDS
+    if unknown:
+        raise InvalidRecord(f"node record: unknown field {sorted(unknown)[0][:40]!r}")
+    for name in ("node_id", "launch_id", "site"):
+        value = data.get(name)
+        if not isinstance(value, str) or not (value == "" and name == "launch_id" or ID_RE.fullmatch(value)):
+            raise InvalidRecord(f"node record: {name} must match {ID_RE.pattern}")
+    for name in ("domain", "deployable_type"):
+        value = data.get(name)
+        if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", value):
+            raise InvalidRecord(f"node record: {name} must be a lowercase name")
+    try:
+        state = NodeState(data.get("state"))
+    except ValueError:
+        raise InvalidRecord(f"node record: state must be one of {', '.join(s.value for s in NodeState)}") from None
+    provider_id = data.get("provider_id")
+    if provider_id is not None and not (isinstance(provider_id, str) and PROVIDER_ID_RE.fullmatch(provider_id)):
+        raise InvalidRecord("node record: provider_id is not a machine id")
+    history = data.get("history", [])
+    if not isinstance(history, list) or len(history) > 10_000:
+        raise InvalidRecord("node record: history must be a list")
+    checked = []
+    for h in history:
+        if not (isinstance(h, list) and len(h) == 3 and h[0] in _STATE_NAMES and isinstance(h[2], str)
+                and len(h[2]) <= 4096):
+            raise InvalidRecord("node record: a history entry is not [state, time, detail]")
+        checked.append((h[0], _finite(h[1], "a history time"), h[2]))
+    deadline = data.get("drain_deadline")
+    drain_sent = data.get("drain_sent", False)
+    if not isinstance(drain_sent, bool):
+        raise InvalidRecord("node record: drain_sent must be true or false")
+    return {"node_id": data["node_id"], "domain": data["domain"], "launch_id": data["launch_id"],
+            "site": data["site"], "deployable_type": data["deployable_type"], "state": state,
+            "created": _finite(data.get("created", 0.0), "created"), "history": checked,
+            "provider_id": provider_id, "drain_sent": drain_sent,
+            "drain_deadline": None if deadline is None else _finite(deadline, "drain_deadline")}
 
 
 @dataclass
@@ -105,10 +188,12 @@ class NodeRecord:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "NodeRecord":
-        data = json.loads(text)
-        data["state"] = NodeState(data["state"])
-        data["history"] = [tuple(h) for h in data.get("history", [])]
-        return cls(**data)
+        """Parse and validate a stored record; :class:`InvalidRecord` (one line) if it is not one."""
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            raise InvalidRecord("node record: not JSON") from None
+        return cls(**_checked_record(data))
 
     @classmethod
     def new(
@@ -200,19 +285,267 @@ class Decision:
 # ---------------------------------------------------------------------------
 # Domain specification (what `pool apply -f` reads)
 # ---------------------------------------------------------------------------
+#
+# A spec comes from whoever may run `pool apply`; it is stored as JSON and read back on every tick.
+# So every field is strictly typed (no `true` for 1, no "5" for 5), every number is finite and
+# bounded, every string, mapping and list has a length limit, names are matched whole (a trailing
+# newline is not a name), and every error is one bounded line that never shows a credential.
 
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+#: Domain and site names: a DNS label (lowercase letters, digits and '-', 1-63 characters).
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+#: Deployable type names, also the keys of a site's `images` and `sizes`.
+TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
+#: Policy and sensor names (built-in aliases and entry points).
+PLUGIN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}\Z")
+#: Parameter names of a policy or sensor, and the driver `options` of a site.
+PARAM_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}\Z")
+#: Keys of a mapping inside a parameter (sensor names, environment variable names, ...).
+PARAM_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}\Z")
+#: Names of the free `attributes` of a domain.
+ATTRIBUTE_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
+#: Celery queue names.
+QUEUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,199}\Z")
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+#: Celery's -A argument: a dotted module path, optionally ':' and a dotted attribute.
+CELERY_APP_RE = re.compile(rf"^{_IDENT}(\.{_IDENT})*(:{_IDENT}(\.{_IDENT})*)?\Z")
+#: A libcloud provider as `Provider` spells it (`pool apply` matches it case-insensitively).
+PROVIDER_RE = re.compile(r"^[A-Za-z0-9_]{1,63}\Z")
+#: An address to bind: a host name, an IPv4 or an IPv6 address.
+HOST_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]-]{1,253}\Z")
+MEMORY_RE = re.compile(r"^\d{1,12}[kmgtKMGT]?\Z")
+SIGNAL_RE = re.compile(r"^[A-Z0-9]{1,16}\Z")
+SPARK_MASTER_RE = re.compile(r"^spark://[^/:\s@]+:\d{1,5}\Z")
+WEB_UI_RE = re.compile(r"^https?://[^/\s]+/?\Z")
+CREDENTIAL_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)\Z")
+BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "amqp", "amqps", "pyamqp")
+PLACEMENTS = ("overflow", "spread", "cheapest", "spot_first")
+
+NAME_MAX = 63  # domain, site, deployable type and attribute names
+ID_MAX = 255  # image ids, sizes, regions
+URL_MAX = 1024  # URLs, paths, credential references
+VALUE_MAX = 4096  # attribute values and string parameters of a plug-in
+CELERY_APP_MAX = 200
+ENTRIES_MAX = 64  # entries of attributes, options, images, sizes; parameters of a plug-in
+SITES_MAX = 32
+SIZE_MAX = 100_000  # nodes of one domain
+SECONDS_MAX = 7 * 24 * 3600.0  # every timeout and window
+SENSOR_TIMEOUT_MAX = 600.0
+RATE_MIN = 0.001  # launch requests (or machines) per second: at least one in about 17 minutes
+RATE_MAX = 1e6
+BURST_MAX = 1_000_000
+PRICE_MAX = 1e6  # per node-hour
+WEIGHT_MAX = 1e6
+RANK_MAX = 1_000_000
+ACTIVATION_MAX = 1e12
+PARAM_DEPTH_MAX = 4  # levels of a parameter value: a list of mappings of lists of scalars
+PARAM_ITEMS_MAX = 256  # items of one list or mapping in a parameter
+PARAM_VALUES_MAX = 1024  # values in all the parameters of one plug-in
+PARAM_NUMBER_MAX = 1e15
+SHOW_MAX = 80  # a value or a location part as shown in an error
+ERROR_MESSAGE_MAX = 300  # one message of an error line
+ERROR_LINE_MAX = 500  # a whole error line
+ERRORS_SHOWN = 3
+
+#: Attributes the pool sets itself in a worker's contextualization (`Manager.attributes`, the
+#: context of a domain's services, every ``${...}`` of a deployable type): a spec may not set them.
+RESERVED_ATTRIBUTES: frozenset[str] = frozenset({
+    # every worker (pool.images.AGENT_PREAMBLE, Manager.attributes)
+    "python", "redis_url", "namespace", "domain", "node_id", "launch_id", "broker", "heartbeat_interval",
+    # celery-worker
+    "queue", "celery_app", "celery_path", "concurrency", "celery_pool", "visibility_timeout", "loglevel",
+    # spark-worker (spark.master.worker_context and the master service)
+    "master_url", "master_ui", "spark_host", "worker_cores", "worker_memory", "daemon_memory",
+    "decommission", "decommission_signal", "drain_timeout",
+})
+
+#: Characters no spec string may hold: control characters (C0, DEL, C1), line and paragraph
+#: separators, lone surrogates and the invisible formatting marks that can disguise a line.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]")
+#: The same, except newline and tab, for the string parameters of a plug-in (a folded formula).
+_UNPRINTABLE_PARAM = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"
+                                "\ud800-\udfff]")
+_TOKEN = re.compile(r"\S+")
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = SHOW_MAX
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist = 3, 6, 6
+
+
+def _mask_token(match: re.Match[str]) -> str:
+    token = match.group()
+    scheme = token.find("://")
+    at = token.rfind("@")
+    return token[: scheme + 3] + "***" + token[at:] if 0 <= scheme < at else token
+
+
+def _mask_userinfo(text: str) -> str:
+    """Every ``scheme://user:password@`` part of ``text`` as ``scheme://***@``; linear in ``len(text)``."""
+    return _TOKEN.sub(_mask_token, text) if "://" in text else text
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+def clean_text(text: str, limit: int = ERROR_LINE_MAX) -> str:
+    """``text`` as it may be shown: one line of at most ``limit`` characters, credentials in URLs and
+    remembered secrets masked, control characters escaped."""
+    text = _mask_userinfo(text)
+    cut = len(text) > limit
+    text = _UNPRINTABLE.sub(_escape, text[:limit])
+    text = redact_text(text)  # bounded input: its cost grows faster than linearly
+    if cut or len(text) > limit:
+        text = text[: max(limit - 3, 0)] + "..."
+    return text
+
+
+def show_value(value: Any, limit: int = SHOW_MAX) -> str:
+    """A value as an error may echo it: repr'd, credentials masked, escaped, at most ``limit`` characters."""
+    if isinstance(value, str):
+        text = repr(_mask_userinfo(value)[: limit + 1])
+    elif value is None or isinstance(value, bool):
+        text = json.dumps(value)  # as YAML and JSON write them: null, true, false
+    else:
+        try:
+            text = _REPR.repr(value)
+        except (ValueError, RecursionError):  # an int too long to print, say
+            text = f"<{type(value).__name__}>"
+    return clean_text(text, limit)
+
+
+def _printable(v: str) -> str:
+    bad = _UNPRINTABLE.search(v)
+    if bad:  # the value itself is not shown: it may be a credential
+        raise ValueError(f"holds a control character ({_escape(bad)} at position {bad.start()}); none is allowed")
+    return v
+
+
+def _matches(regex: re.Pattern[str], wanted: str) -> Callable[[str], str]:
+    def check(v: str) -> str:
+        if not regex.match(v):
+            raise ValueError(f"must be {wanted}; got {show_value(v)}")
+        return v
+
+    return check
+
+
+def _attribute_name(v: str) -> str:
+    if v in RESERVED_ATTRIBUTES:
+        raise ValueError(f"{v!r} is reserved: the pool sets this attribute itself; choose another name")
+    if not ATTRIBUTE_RE.match(v):
+        raise ValueError(f"attribute name {show_value(v)} must be lowercase letters, digits and '_', starting with "
+                         f"a letter, 1-{NAME_MAX} chars")
+    return v
+
+
+def _path(v: str) -> str:
+    _printable(v)
+    if any(len(part) > 255 for part in v.split("/")):
+        raise ValueError("a path component is longer than 255 characters")
+    return v
+
+
+_NAME_RULE = "lowercase letters, digits and '-', 1-63 chars, starting and ending with a letter or digit"
+#: A domain or site name.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX),
+                 AfterValidator(_matches(NAME_RE, _NAME_RULE))]
+TypeName = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX),
+                     AfterValidator(_matches(TYPE_RE, "lowercase letters, digits and '-', 1-63 chars"))]
+PluginName = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(
+    _matches(PLUGIN_RE, "letters, digits, '_', '.' and '-', starting with a letter or '_', 1-64 chars"))]
+QueueName = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(
+    _matches(QUEUE_RE, "letters, digits, '_', '.', ':', '@' and '-', 1-200 chars"))]
+CeleryApp = Annotated[str, StringConstraints(min_length=1, max_length=CELERY_APP_MAX), AfterValidator(
+    _matches(CELERY_APP_RE, "a Python module path, optionally ':' and an attribute (tasks, proj.celery:app)"))]
+ProviderName = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX), AfterValidator(
+    _matches(PROVIDER_RE, "a libcloud provider name (letters, digits and '_'), e.g. ec2"))]
+Host = Annotated[str, StringConstraints(min_length=1, max_length=253), AfterValidator(
+    _matches(HOST_RE, "a host name or an IP address"))]
+Memory = Annotated[str, StringConstraints(min_length=1, max_length=13), AfterValidator(_matches(
+    MEMORY_RE, "a JVM memory size: a number with k, m, g or t, e.g. 512m"))]
+Signal = Annotated[str, StringConstraints(min_length=1, max_length=16), AfterValidator(
+    _matches(SIGNAL_RE, "a signal name in capitals, e.g. PWR"))]
+#: Image ids, sizes, regions: printable text.
+Ident = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX), AfterValidator(_printable)]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=URL_MAX), AfterValidator(_printable)]
+PathText = Annotated[str, StringConstraints(min_length=1, max_length=URL_MAX), AfterValidator(_path)]
+AttributeName = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX),
+                          AfterValidator(_attribute_name)]
+AttributeValue = Annotated[str, StringConstraints(max_length=VALUE_MAX), AfterValidator(_printable)]
+CeleryLogLevel = Literal["DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL",
+                         "debug", "info", "warning", "warn", "error", "critical", "fatal"]
+
+_SPEC_CONFIG = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False, str_max_length=VALUE_MAX)
+
+
+def _check_value(value: Any, where: str, depth: int, budget: list[int]) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ValueError(f"{where}: more than {PARAM_VALUES_MAX} values in all; keep parameters small")
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where}: {value!r} is not allowed; give a finite number")
+        if not -PARAM_NUMBER_MAX <= value <= PARAM_NUMBER_MAX:
+            raise ValueError(f"{where}: out of range; give a number between {-PARAM_NUMBER_MAX:g} and "
+                             f"{PARAM_NUMBER_MAX:g}")
+        return
+    if isinstance(value, str):
+        if len(value) > VALUE_MAX:
+            raise ValueError(f"{where}: {len(value)} characters; at most {VALUE_MAX}")
+        bad = _UNPRINTABLE_PARAM.search(value)
+        if bad:
+            raise ValueError(f"{where}: holds a control character ({_escape(bad)} at position {bad.start()}); "
+                             "only newline and tab are allowed")
+        return
+    if isinstance(value, (list, dict)):
+        if depth >= PARAM_DEPTH_MAX:
+            raise ValueError(f"{where}: nested deeper than {PARAM_DEPTH_MAX} levels")
+        if len(value) > PARAM_ITEMS_MAX:
+            raise ValueError(f"{where}: {len(value)} items; at most {PARAM_ITEMS_MAX}")
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                _check_value(item, f"{where}[{i}]", depth + 1, budget)
+            return
+        for key, item in value.items():
+            if not isinstance(key, str) or not PARAM_KEY_RE.match(key):
+                raise ValueError(f"{where}: key {show_value(key)} must be letters, digits, '_', '.' and '-', "
+                                 "starting with a letter or '_', 1-64 chars")
+            _check_value(item, f"{where}.{key}", depth + 1, budget)
+        return
+    raise ValueError(f"{where}: {type(value).__name__} is not allowed; give a number, a string, true/false, "
+                     "null, or a list or mapping of them")
+
+
+def check_params(params: Mapping[Any, Any], *, what: str = "parameter") -> None:
+    """Raise ``ValueError`` (one line) unless ``params`` are names to JSON values a plug-in may take:
+    names ``[a-z_][a-z0-9_]*`` of at most 64 characters, values numbers (finite, bounded), strings
+    (bounded), true/false, null, or small lists and mappings of them."""
+    if len(params) > ENTRIES_MAX:
+        raise ValueError(f"{len(params)} {what}s; at most {ENTRIES_MAX}")
+    budget = [PARAM_VALUES_MAX]
+    for key, value in params.items():
+        if not isinstance(key, str) or not PARAM_RE.match(key):
+            raise ValueError(f"{what} name {show_value(key)} must be lowercase letters, digits and '_', starting "
+                             "with a letter or '_', 1-64 chars")
+        _check_value(value, f"{what} {key}", 1, budget)
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _SPEC_CONFIG
 
 
 class PolicySpec(BaseModel):
     """`policy:` block: a registered policy name plus its own parameters."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
-    name: str = "queue_depth"
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False,
+                              str_max_length=VALUE_MAX)
+    name: PluginName = "queue_depth"
+
+    @model_validator(mode="after")
+    def _params(self) -> "PolicySpec":
+        check_params(self.model_extra or {})
+        return self
 
     @property
     def params(self) -> dict[str, Any]:
@@ -222,9 +555,15 @@ class PolicySpec(BaseModel):
 class SensorSpec(BaseModel):
     """`sensor:` block: a registered sensor name plus its own parameters."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
-    name: str = "celery"
-    timeout: float = Field(2.0, gt=0)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False,
+                              str_max_length=VALUE_MAX)
+    name: PluginName = "celery"
+    timeout: float = Field(2.0, gt=0, le=SENSOR_TIMEOUT_MAX)
+
+    @model_validator(mode="after")
+    def _params(self) -> "SensorSpec":
+        check_params(self.model_extra or {})
+        return self
 
     @property
     def params(self) -> dict[str, Any]:
@@ -235,35 +574,36 @@ class ScalingSpec(_Spec):
     """Shaping the manager applies to every policy's target."""
 
     activation: float = Field(
-        0.0, ge=0, description="0->1 only when the sensor value exceeds this (KEDA activation)"
+        0.0, ge=0, le=ACTIVATION_MAX, description="0->1 only when the sensor value exceeds this (KEDA activation)"
     )
-    scale_up_limit: int = Field(0, ge=0, description="max new launches per tick; 0 = unlimited")
-    max_in_flight: int = Field(0, ge=0, description="max nodes booting at once; 0 = unlimited")
+    scale_up_limit: int = Field(0, ge=0, le=SIZE_MAX, description="max new launches per tick; 0 = unlimited")
+    max_in_flight: int = Field(0, ge=0, le=SIZE_MAX, description="max nodes booting at once; 0 = unlimited")
     stabilization: float = Field(
-        30.0, ge=0, description="seconds: scale down only to the highest target seen in this window"
+        30.0, ge=0, le=SECONDS_MAX,
+        description="seconds: scale down only to the highest target seen in this window"
     )
     idle_timeout: float = Field(
-        0.0, ge=0, description="seconds a worker must be idle before it may be removed"
+        0.0, ge=0, le=SECONDS_MAX, description="seconds a worker must be idle before it may be removed"
     )
     fallback: Literal["hold", "fixed"] = "hold"
-    fallback_size: int = Field(0, ge=0)
+    fallback_size: int = Field(0, ge=0, le=SIZE_MAX)
 
 
 class CelerySpec(_Spec):
     """How a celery-worker node runs the user's Celery app."""
 
-    app: str = Field(..., min_length=1, description="the -A argument, e.g. 'tasks' or 'proj.celery:app'")
-    path: str | None = Field(None, description="directory added to PYTHONPATH of the worker")
-    queue: str = Field("celery", min_length=1)
+    app: CeleryApp = Field(..., description="the -A argument, e.g. 'tasks' or 'proj.celery:app'")
+    path: PathText | None = Field(None, description="directory added to PYTHONPATH of the worker")
+    queue: QueueName = "celery"
     concurrency: int = Field(1, ge=1, le=256)
     pool: Literal["auto", "prefork", "solo", "threads"] = Field(
         "auto", description="Celery execution pool; auto = solo (Redis) or threads (AMQP) for "
         "concurrency 1, else prefork"
     )
     visibility_timeout: float = Field(
-        30.0, gt=0, description="Redis broker: seconds before an unacked task is redelivered"
+        30.0, gt=0, le=SECONDS_MAX, description="Redis broker: seconds before an unacked task is redelivered"
     )
-    loglevel: str = "WARNING"
+    loglevel: CeleryLogLevel = "WARNING"
 
 
 class SparkDecommissionSpec(_Spec):
@@ -272,54 +612,46 @@ class SparkDecommissionSpec(_Spec):
     enabled: bool = Field(
         True, description="scale-in decommissions the worker (signal) before it stops"
     )
-    signal: str = Field("PWR", pattern=r"^[A-Z0-9]+$", description="spark.worker.decommission.signal")
+    signal: Signal = Field("PWR", description="spark.worker.decommission.signal")
     shuffle_blocks: bool = Field(True, description="jobs migrate shuffle files off a leaving executor")
     rdd_blocks: bool = Field(True, description="jobs migrate cached RDD blocks off a leaving executor")
     migration_interval: float = Field(
-        2.0, gt=0, description="seconds between block-migration rounds (replicationReattemptInterval)"
+        2.0, gt=0, le=SECONDS_MAX,
+        description="seconds between block-migration rounds (replicationReattemptInterval)"
     )
 
 
 class SparkSpec(_Spec):
     """`spark:` block of a spark-worker domain: its standalone master and the size of a worker."""
 
-    master_url: str | None = Field(
+    master_url: Url | None = Field(
         None, description="adopt this master (spark://host:port); default: start one"
     )
-    master_ui: str | None = Field(None, description="web UI of an adopted master (http://host:port)")
-    host: str = Field("127.0.0.1", min_length=1, description="address the master and workers bind")
+    master_ui: Url | None = Field(None, description="web UI of an adopted master (http://host:port)")
+    host: Host = Field("127.0.0.1", description="address the master and workers bind")
     master_port: int | None = Field(None, ge=1, le=65535, description="default: a free port at start")
     ui_port: int | None = Field(None, ge=1, le=65535, description="default: a free port at start")
     worker_cores: int = Field(1, ge=1, le=1024)
-    worker_memory: str = Field("1g", description="memory a worker offers executors, e.g. 512m, 2g")
-    daemon_memory: str = Field("256m", description="heap of the master and worker daemons")
+    worker_memory: Memory = Field("1g", description="memory a worker offers executors, e.g. 512m, 2g")
+    daemon_memory: Memory = Field("256m", description="heap of the master and worker daemons")
     idle_timeout: float = Field(
-        60.0, ge=0, description="default scaling.idle_timeout (Spark's executorIdleTimeout)"
+        60.0, ge=0, le=SECONDS_MAX, description="default scaling.idle_timeout (Spark's executorIdleTimeout)"
     )
     decommission: SparkDecommissionSpec = SparkDecommissionSpec()
 
     @field_validator("master_url")
     @classmethod
     def _master_url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^spark://[^/:]+:\d+$", v):
-            raise ValueError(f"{v!r} is not a Spark master URL; expected spark://host:port")
+        if v is not None and not SPARK_MASTER_RE.match(v):
+            raise ValueError(f"{show_value(v)} is not a Spark master URL; expected spark://host:port")
         return v
 
     @field_validator("master_ui")
     @classmethod
     def _master_ui(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^/]+/?$", v):
-            raise ValueError(f"{v!r} is not a web UI address; expected http://host:port")
+        if v is not None and not WEB_UI_RE.match(v):
+            raise ValueError(f"{show_value(v)} is not a web UI address; expected http://host:port")
         return v.rstrip("/") if v else v
-
-    @field_validator("worker_memory", "daemon_memory")
-    @classmethod
-    def _memory(cls, v: str) -> str:
-        if not re.match(r"^\d+[kmgtKMGT]?$", v):
-            raise ValueError(
-                f"{v!r} is not a JVM memory size; expected a number with k, m, g or t, e.g. 512m"
-            )
-        return v
 
     @model_validator(mode="after")
     def _adopt(self) -> SparkSpec:
@@ -331,15 +663,16 @@ class SparkSpec(_Spec):
 
 
 class TimeoutSpec(_Spec):
-    heartbeat_interval: float = Field(2.0, gt=0)
-    heartbeat_timeout: float = Field(6.0, gt=0)
-    boot: float = Field(120.0, gt=0, description="seconds from request to joined")
+    heartbeat_interval: float = Field(2.0, gt=0, le=SECONDS_MAX)
+    heartbeat_timeout: float = Field(6.0, gt=0, le=SECONDS_MAX)
+    boot: float = Field(120.0, gt=0, le=SECONDS_MAX, description="seconds from request to joined")
     boot_replace: float | None = Field(
-        None, gt=0, description="seconds from launch after which a node that has neither joined nor sent a "
+        None, gt=0, le=SECONDS_MAX,
+        description="seconds from launch after which a node that has neither joined nor sent a "
         "heartbeat is presumed dead for planning: a replacement is launched, the node is kept until `boot` "
         "in case it joins late; none: `boot`")
-    drain: float = Field(600.0, gt=0, description="drain deadline for a busy worker")
-    terminate_grace: float = Field(10.0, ge=0)
+    drain: float = Field(600.0, gt=0, le=SECONDS_MAX, description="drain deadline for a busy worker")
+    terminate_grace: float = Field(10.0, ge=0, le=SECONDS_MAX)
 
     @model_validator(mode="after")
     def _hb(self) -> "TimeoutSpec":
@@ -354,36 +687,39 @@ class TimeoutSpec(_Spec):
         return self
 
 
-PLACEMENTS = ("overflow", "spread", "cheapest", "spot_first")
-CREDENTIAL_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
-
-
 class SiteSpec(_Spec):
     """One site a domain may place workers on: a libcloud driver, its offering and its place in the order."""
 
-    name: str = Field(..., min_length=1, description="the site's name ('local', 'sim', or any name with a provider)")
-    provider: str | None = Field(None, description="libcloud compute provider (e.g. 'ec2'); none: a built-in site")
-    key: str | None = Field(None, description="credential by reference: env:NAME or file:/path")
-    secret: str | None = Field(None, description="credential by reference: env:NAME or file:/path")
-    region: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict, description="more driver arguments (host, port, ...)")
-    image: str | None = Field(None, description="image id for every deployable type not in `images`")
-    images: dict[str, str] = Field(default_factory=dict, description="deployable type -> image id")
-    size: str | None = Field(None, description="size (instance type) for every deployable type not in `sizes`")
-    sizes: dict[str, str] = Field(default_factory=dict, description="deployable type -> size")
+    name: Name = Field(..., description="the site's name ('local', 'sim', or any name with a provider)")
+    provider: ProviderName | None = Field(None, description="libcloud compute provider (e.g. 'ec2'); none: a built-in "
+                                      "site")
+    key: Url | None = Field(None, description="credential by reference: env:NAME or file:/path")
+    secret: Url | None = Field(None, description="credential by reference: env:NAME or file:/path")
+    region: Ident | None = None
+    options: dict[str, Any] = Field(default_factory=dict, max_length=ENTRIES_MAX,
+                                    description="more driver arguments (host, port, ...)")
+    image: Ident | None = Field(None, description="image id for every deployable type not in `images`")
+    images: dict[TypeName, Ident] = Field(default_factory=dict, max_length=ENTRIES_MAX,
+                                          description="deployable type -> image id")
+    size: Ident | None = Field(None, description="size (instance type) for every deployable type not in `sizes`")
+    sizes: dict[TypeName, Ident] = Field(default_factory=dict, max_length=ENTRIES_MAX,
+                                         description="deployable type -> size")
     spot: bool = Field(False, description="preemptible capacity")
-    price: float = Field(0.0, ge=0, description="per node-hour, for cheapest-first placement")
-    rank: int = Field(0, description="overflow order: lower first; scale-in from the highest")
-    max: int | None = Field(None, ge=0, description="most live nodes of this domain on this site")
-    weight: float = Field(1.0, ge=0, description="share for spread placement")
+    price: float = Field(0.0, ge=0, le=PRICE_MAX, description="per node-hour, for cheapest-first placement")
+    rank: int = Field(0, ge=-RANK_MAX, le=RANK_MAX, description="overflow order: lower first; scale-in from the "
+                      "highest")
+    max: int | None = Field(None, ge=0, le=SIZE_MAX, description="most live nodes of this domain on this site")
+    weight: float = Field(1.0, ge=0, le=WEIGHT_MAX, description="share for spread placement")
     batch: int = Field(1, ge=1, le=1000, description="most machines per launch request, where the driver can")
-    rate: float | None = Field(None, gt=0, description="launch requests per second the pool allows itself "
-                               "here (the cloud's published limit, e.g. 2 on EC2); none: unpaced")
-    burst: int = Field(1, ge=1, description="launch requests that may go at once before pacing (EC2: 5)")
-    instance_rate: float | None = Field(None, gt=0, description="machines per second the cloud's launch budget "
-                                        "refills (EC2's RunInstances resource bucket: 2); batches are sized to "
-                                        "what is left of it; none: not tracked")
-    instance_burst: int = Field(1000, ge=1, description="machines the launch budget holds when full (EC2: 1000)")
+    rate: float | None = Field(None, ge=RATE_MIN, le=RATE_MAX, description="launch requests per second the pool "
+                               "allows itself here (the cloud's published limit, e.g. 2 on EC2); none: unpaced")
+    burst: int = Field(1, ge=1, le=BURST_MAX, description="launch requests that may go at once before pacing "
+                       "(EC2: 5)")
+    instance_rate: float | None = Field(None, ge=RATE_MIN, le=RATE_MAX, description="machines per second the "
+                                        "cloud's launch budget refills (EC2's RunInstances resource bucket: 2); "
+                                        "batches are sized to what is left of it; none: not tracked")
+    instance_burst: int = Field(1000, ge=1, le=BURST_MAX, description="machines the launch budget holds when full "
+                                "(EC2: 1000)")
 
     @field_validator("key", "secret")
     @classmethod
@@ -391,6 +727,12 @@ class SiteSpec(_Spec):
         if v is not None and not CREDENTIAL_REF.match(v):
             raise ValueError("must be a reference, env:NAME or file:/path (a literal credential is refused "
                              "and not shown)")
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        check_params(v, what="option")
         return v
 
     def image_for(self, deployable_type: str) -> str | None:
@@ -403,43 +745,40 @@ class SiteSpec(_Spec):
 class DomainSpec(_Spec):
     """A domain: a pool of identical workers with one policy."""
 
-    name: str
-    deployable_type: str = "celery-worker"
-    site: str = Field("local", description="the only site (shorthand for `sites: [{name: SITE}]`)")
-    sites: list[SiteSpec] = Field(default_factory=list, description="sites in placement order")
+    name: Name
+    deployable_type: TypeName = "celery-worker"
+    site: Name = Field("local", description="the only site (shorthand for `sites: [{name: SITE}]`)")
+    sites: list[SiteSpec] = Field(default_factory=list, max_length=SITES_MAX, description="sites in placement "
+                                  "order")
     placement: Literal["overflow", "spread", "cheapest", "spot_first"] = "overflow"
     overprovision: float = Field(0.0, ge=0, le=100, description="percent of the nodes still to join launched "
                                  "above them (with two standard deviations) while the target has not joined (some "
                                  "machines never boot); the surplus goes once it has (docs/sites.md)")
-    capacity_ttl: float = Field(180.0, ge=0, description="seconds a site that answered 'out of capacity' "
-                                "gets no launches")
-    min: int = Field(0, ge=0)
-    max: int = Field(..., ge=0, le=100_000)
-    broker: str | None = Field(None, description="broker URL; default: the pool's own Redis")
+    capacity_ttl: float = Field(180.0, ge=0, le=SECONDS_MAX, description="seconds a site that answered 'out of "
+                                "capacity' gets no launches")
+    min: int = Field(0, ge=0, le=SIZE_MAX)
+    max: int = Field(..., ge=0, le=SIZE_MAX)
+    broker: Url | None = Field(None, description="broker URL; default: the pool's own Redis")
     policy: PolicySpec = PolicySpec()
     sensor: SensorSpec = SensorSpec()
     scaling: ScalingSpec = ScalingSpec()
     celery: CelerySpec | None = None
     spark: SparkSpec | None = None
     timeouts: TimeoutSpec = TimeoutSpec()
-    attributes: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
-            raise ValueError("must be lowercase letters, digits and '-', 1-63 chars")
-        return v
+    attributes: dict[AttributeName, AttributeValue] = Field(
+        default_factory=dict, max_length=ENTRIES_MAX,
+        description="more name -> value pairs for a worker's contextualization (not the pool's own: "
+        "RESERVED_ATTRIBUTES)")
 
     @field_validator("broker")
     @classmethod
     def _broker(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        schemes = ("redis", "rediss", "redis+socket", "amqp", "amqps", "pyamqp")
         scheme = v.split("://", 1)[0] if "://" in v else ""
-        if scheme not in schemes:
-            raise ValueError(f"{v!r} is not a broker URL; expected one of {', '.join(s + '://' for s in schemes)}")
+        if scheme not in BROKER_SCHEMES:
+            raise ValueError(f"{show_value(v)} is not a broker URL; expected one of "
+                             f"{', '.join(s + '://' for s in BROKER_SCHEMES)}")
         return v
 
     @model_validator(mode="after")
@@ -458,7 +797,9 @@ class DomainSpec(_Spec):
         for site in self.sites:
             if site.name == name:
                 return site
-        return SiteSpec(name=name)  # a site no longer configured: its nodes are still ended cleanly
+        # a site no longer configured: its nodes are still ended cleanly (not validated: the name
+        # comes from a node record, which may predate today's name rules)
+        return SiteSpec.model_construct(name=name)
 
     @model_validator(mode="before")
     @classmethod
@@ -472,8 +813,8 @@ class DomainSpec(_Spec):
             data["sites"] = [{"name": data.get("site", "local")}]
         elif isinstance(sites, list) and sites and isinstance(sites[0], Mapping) and "name" in sites[0]:
             if "site" in data and data["site"] != sites[0]["name"]:
-                raise ValueError(f"site: {data['site']!r} is not the first of sites ({sites[0]['name']!r}); "
-                                 "give one or the other")
+                raise ValueError(f"site: {show_value(data['site'])} is not the first of sites "
+                                 f"({show_value(sites[0]['name'])}); give one or the other")
             data["site"] = sites[0]["name"]
         return data
 
@@ -510,10 +851,16 @@ class SpecError(ValueError):
 
 
 def one_line_error(exc: ValidationError, *, prefix: str = "") -> str:
-    """Turn a pydantic error into one line naming the field and what is allowed."""
+    """Turn a pydantic error into one bounded line naming the field and what is allowed.
+
+    Each location part is cut to :data:`SHOW_MAX` characters and each message to
+    :data:`ERROR_MESSAGE_MAX`; at most :data:`ERRORS_SHOWN` errors are listed; the line is at most
+    :data:`ERROR_LINE_MAX` characters, with credentials masked and control characters escaped.
+    """
+    errors = exc.errors(include_url=False, include_input=False)
     parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "spec"
+    for err in errors[:ERRORS_SHOWN]:
+        loc = ".".join(clean_text(str(p), SHOW_MAX) for p in err["loc"]) or "spec"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
@@ -522,18 +869,23 @@ def one_line_error(exc: ValidationError, *, prefix: str = "") -> str:
                 msg += f" (allowed: {', '.join(model.model_fields)})"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        parts.append(f"{loc}: {msg}")
-    return prefix + "; ".join(parts)
+        parts.append(f"{loc}: {clean_text(msg, ERROR_MESSAGE_MAX)}")
+    if len(errors) > ERRORS_SHOWN:
+        parts.append(f"and {len(errors) - ERRORS_SHOWN} more")
+    return clean_text(prefix + "; ".join(parts), ERROR_LINE_MAX)
 
 
 def _model_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     model: type[BaseModel] = DomainSpec
     for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list of models
+            continue
         field_info = model.model_fields.get(str(part))
         if field_info is None:
             return None
         ann = field_info.annotation
         candidates = [ann, *getattr(ann, "__args__", ())]
+        candidates += [arg for c in candidates for arg in getattr(c, "__args__", ())]
         nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
         if nxt is None:
             return None
@@ -541,14 +893,133 @@ def _model_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
+_PLUGIN_PACKAGES = {"policy": "policies", "sensor": "sensors"}
+
+
+def _describe(tp: Any) -> str:
+    """What a declared parameter type asks for, in words."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_describe(a) for a in args))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    named = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+             type(None): "null"}
+    if tp in named:
+        return named[tp]
+    if _is_sequence(tp):
+        return "a list"
+    if _is_mapping(tp):
+        return "a mapping"
+    return clean_text(str(tp), SHOW_MAX)
+
+
+def _is_sequence(tp: Any) -> bool:
+    origin = typing.get_origin(tp) or tp
+    return origin in (list, tuple, set, frozenset, abc.Sequence, abc.MutableSequence, abc.Collection,
+                      abc.Iterable, abc.Set)
+
+
+def _is_mapping(tp: Any) -> bool:
+    return (typing.get_origin(tp) or tp) in (dict, abc.Mapping, abc.MutableMapping)
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    """Whether a JSON value is of a declared parameter type; types this check does not know fit."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any or tp is object:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if tp is type(None) or tp is None:
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if _is_sequence(tp):
+        if not isinstance(value, list):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+        return all(_fits(v, args[0]) for v in value) if args else True
+    if _is_mapping(tp):
+        if not isinstance(value, dict):
+            return False
+        key_type, value_type = args if len(args) == 2 else (Any, Any)
+        return all(_fits(k, key_type) and _fits(v, value_type) for k, v in value.items())
+    return True
+
+
+@functools.lru_cache(maxsize=256)
+def _plugin_class(kind: str, name: str) -> Any:
+    """The registered ``kind`` plug-in class ``name``, or None when it cannot be resolved here."""
+    try:
+        return importlib.import_module(_PLUGIN_PACKAGES[kind]).registry.resolve(name)
+    except Exception:  # noqa: BLE001  (an unknown or broken plug-in: not this check's to report)
+        return None
+
+
+def _declared(kind: str, name: str) -> tuple[tuple[str, Any], ...] | None:
+    """The declared parameter types of the registered ``kind`` plug-in ``name``; None: not known here
+    (an unknown name is reported by `pool apply`, which names the valid ones)."""
+    cls = _plugin_class(kind, name)
+    if cls is None:
+        return None
+    try:
+        if dataclasses.is_dataclass(cls):
+            hints = typing.get_type_hints(cls)
+            return tuple((f.name, hints.get(f.name, Any)) for f in dataclasses.fields(cls) if f.init)
+        hints = typing.get_type_hints(cls.__init__)
+        return tuple((p, hints.get(p, Any)) for p in inspect.signature(cls).parameters if p != "self")
+    except Exception:  # noqa: BLE001  (an unknown or broken plug-in: not this check's to report)
+        return None
+
+
+def check_plugin_types(kind: str, name: str, params: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first parameter whose value is not of the type plug-in ``name``
+    declares for it (a number where a string is wanted, ``true`` where a number is, ...)."""
+    operator_only: frozenset[str] = getattr(_plugin_class(kind, name), "OPERATOR_ONLY", frozenset())
+    for key in params:
+        if key in operator_only:
+            raise ValueError(f"parameter {key}: not allowed in a spec (it chooses what the manager runs on its "
+                             "machine; the operator sets it through the manager's PATH and environment)")
+    declared = _declared(kind, name)
+    if declared is None:
+        return
+    types_of = dict(declared)
+    for key, value in params.items():
+        if key in types_of and not _fits(value, types_of[key]):
+            raise ValueError(f"parameter {key}: must be {_describe(types_of[key])}, got {show_value(value)}")
+
+
 def parse_domain_spec(data: Any) -> DomainSpec:
-    """Validate a mapping as a domain spec or raise :class:`SpecError` with a one-line message."""
+    """Validate a mapping as a domain spec or raise :class:`SpecError` with a one-line message.
+
+    Besides the models' own checks, the parameters of the named policy and sensor are checked
+    against the types the plug-in declares (it is resolved, i.e. imported, once for that; a plug-in
+    that cannot be resolved is not checked here).
+    """
     if not isinstance(data, Mapping):
         raise SpecError(f"a domain spec must be a mapping of fields, got {type(data).__name__}")
     try:
-        return DomainSpec.model_validate(data)
+        spec = DomainSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(one_line_error(exc, prefix="invalid domain spec: ")) from None
+    except RecursionError:
+        raise SpecError("invalid domain spec: nested too deeply") from None
+    for kind, block in (("policy", spec.policy), ("sensor", spec.sensor)):
+        try:
+            check_plugin_types(kind, block.name, block.params)
+        except ValueError as exc:
+            raise SpecError(clean_text(f"invalid domain spec: {kind}: {exc}")) from None
+    return spec
 
 
 # ---------------------------------------------------------------------------

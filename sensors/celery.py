@@ -13,7 +13,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 
@@ -70,6 +70,9 @@ class CeleryQueueSensor:
             ``ERL_EPMD_PORT``, ...).
         rabbitmqctl_timeout: seconds before a ``rabbitmqctl`` call gives up.
     """
+
+    #: parameters a domain spec may not set: they choose a program (and its environment) the manager runs
+    OPERATOR_ONLY: ClassVar[frozenset[str]] = frozenset({"rabbitmqctl", "rabbitmqctl_env"})
 
     broker: str
     queue: str = "celery"

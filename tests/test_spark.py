@@ -384,7 +384,7 @@ def test_spark_spec_defaults_and_errors() -> None:
     assert own.scaling.idle_timeout == 5
     with pytest.raises(SpecError, match="spark-worker needs a 'spark:' block"):
         parse_domain_spec({"name": "etl", "deployable_type": "spark-worker", "max": 4})
-    with pytest.raises(SpecError, match=r"spark.worker_memory: 'lots' is not a JVM memory size"):
+    with pytest.raises(SpecError, match=r"spark.worker_memory: must be a JVM memory size.*got 'lots'"):
         parse_domain_spec({"name": "e", "deployable_type": "spark-worker", "max": 1,
                            "spark": {"worker_memory": "lots"}})
     with pytest.raises(SpecError, match="expected spark://host:port"):
