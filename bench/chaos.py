@@ -31,7 +31,7 @@ from bench.common import (
 from pool.drivers.local import LocalNodeDriver
 from pool.leases import Leases
 from pool.model import NodeState, parse_domain_spec
-from pool.redisserver import RedisServer, broker_url_for
+from pool.redisserver import RedisServer, broker_url_for, write_private
 from pool.store import Store
 
 LIVE = (NodeState.REQUESTED, NodeState.PENDING, NodeState.STARTED, NodeState.JOINED)
@@ -73,6 +73,8 @@ class Cluster:
         self.managers: list[subprocess.Popen[bytes]] = []
         self.env = dict(os.environ, REDIS_URL=self.url, POOL_HOME=str(self.home), C_FORCE_ROOT="1",
                         DEMO_RESULTS=self.results_url)
+        # the operator lets the managers' workers see the demo app's settings
+        write_private(self.home / "config.yaml", "worker_env: [\"DEMO_*\"]\n")
 
     # -- processes ---------------------------------------------------------------------
     def start_manager(self) -> subprocess.Popen[bytes]:
@@ -96,7 +98,7 @@ class Cluster:
         started = time.monotonic()
         self.server.stop()
         time.sleep(down_for)
-        self.server = RedisServer.start(self.redis_dir, port=port)
+        self.server = RedisServer.start(self.redis_dir, port=port, password=self.server.password)
         return time.monotonic() - started
 
     def close(self) -> None:

@@ -71,7 +71,7 @@ class Bench:
         self.server = RedisServer.start(self.tmp / "redis")
         self.url = self.server.url
         self.store = Store.from_url(self.url, namespace="bench")
-        self.driver = LocalNodeDriver(ex_state_dir=str(self.tmp / "sites" / "local"))
+        self.driver = LocalNodeDriver(ex_state_dir=str(self.tmp / "sites" / "local"), ex_worker_env=("DEMO_*",))
         self.interval = interval
         self.manager: Manager | None = None
         self.stop = threading.Event()

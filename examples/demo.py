@@ -61,7 +61,9 @@ def main() -> int:
         while not server.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         url = json.loads(server.read_text())["url"]
-        console.print(f"embedded Redis at {url}; manager pid {manager.pid}")
+        from pool.secrets import redact_url
+
+        console.print(f"embedded Redis at {redact_url(url)}; manager pid {manager.pid}")
         console.print(pool("apply", "-f", str(HERE / "celery-domain.yaml"), env=env).stdout.strip())
         return run_demo(args, env=env, url=url, home=home)
     finally:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -15,10 +18,11 @@ from typing import Any, NoReturn
 
 import click
 import redis
-import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from pool.config import ConfigError, OperatorConfig, safe_code_dir
 from pool.leases import Leases
 from pool.model import (
     NodeState,
@@ -27,40 +31,217 @@ from pool.model import (
     UnknownPlugin,
     parse_domain_spec,
 )
-from pool.redisserver import RedisUnavailable, resolve_url, state_dir, stop_embedded
+from pool.redisserver import RedisUnavailable, StateDirError, embedded_url, resolve_url, state_dir, stop_embedded
+from pool.secrets import install_log_redaction, protect_process, redact, redact_text
 from pool.store import Store
 
-console = Console()
+console = Console(emoji=False)
 #: Sites that `pool up` runs domains on.
 LIVE_SITES = ("local",)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, emoji=False, highlight=False)
+log = logging.getLogger("elastic_pool.cli")
+
+#: Longest message an error line shows (the rest is cut, marked with "...").
+MESSAGE_MAX = 400
+#: Seconds `pool down` waits past its --timeout for a manager to finish its drain and unregister.
+DOWN_GRACE = 4.0
+#: A manager on another host not seen for this long (it re-registers twice a second) has stopped.
+MANAGER_SILENT = 15.0
+#: Node records `pool down` lists when it gives up (then a count of the rest).
+REMAINING_SHOWN = 20
+#: What a Redis URL looks like, for error lines.
+URL_FORMS = ("a URL like redis://localhost:6379/0 (rediss:// for TLS, unix:///path/to/socket for a socket; "
+             "a password goes in the user part)")
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    """One line on stderr naming what is wrong, then exit."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+def one_line(text: Any, limit: int = MESSAGE_MAX) -> str:
+    """``text`` as one printable line, secrets masked, at most ``limit`` characters."""
+    clean = " ".join(redact_text(str(text)).split())
+    clean = "".join(ch if ch.isprintable() else "?" for ch in clean)
+    return clean if len(clean) <= limit else clean[: max(0, limit - 3)] + "..."
+
+
+def fail(message: str, code: int = 2, *, markup: bool = False) -> NoReturn:
+    """One line on stderr naming what is wrong, then exit (2: usage or input, 1: a runtime failure).
+
+    ``markup``: the message is console markup already (escaped where it quotes input).
+    """
+    text = one_line(message)
+    err_console.print(f"[bold red]error:[/] {text if markup else escape(text)}", soft_wrap=True)
     sys.exit(code)
 
 
-def open_store(*, start: bool) -> tuple[str, Store]:
-    try:
-        url = resolve_url(start=start)
-    except RedisUnavailable as exc:
+def say(text: str, *, err: bool = False) -> None:
+    """One line of plain output (no console markup), secrets masked."""
+    (err_console if err else console).print(redact_text(text), markup=False, highlight=False, soft_wrap=True)
+
+
+def cell(value: Any) -> str:
+    """A table cell: secrets masked, console markup escaped, long values cut."""
+    return escape(one_line("" if value is None else value, 200))
+
+
+def emit_json(value: Any) -> None:
+    """``--json`` output: secrets masked (URL passwords, values of secret-named keys)."""
+    click.echo(json.dumps(redact(value), indent=2, default=str))
+
+
+class Seconds(click.ParamType):
+    """A finite number of seconds within bounds (``nan`` and ``inf`` are refused)."""
+
+    name = "seconds"
+
+    def __init__(self, low: float = 0.0, high: float = 10_000_000.0) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(number) or not self.low <= number <= self.high:
+            self.fail(f"{value!r} is not between {self.low:g} and {self.high:g} seconds", param, ctx)
+        return number
+
+
+def _namespace() -> str:
+    ns = os.environ.get("POOL_NAMESPACE") or "ep"  # (set but empty: the default)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", ns):
+        fail(f"POOL_NAMESPACE {ns!r} is not a namespace: letters, digits, '_', '.', ':' or '-', "
+             "at most 64 characters (default: ep)")
+    return ns
+
+
+def _state_dir_failure(exc: BaseException) -> NoReturn:
+    if not isinstance(exc, OSError) and "state directory" in str(exc):  # it says so itself
         fail(str(exc))
-    store = Store.from_url(url, namespace=os.environ.get("POOL_NAMESPACE", "ep"))
+    home = os.environ.get("POOL_HOME") or "~/.local/state/elastic-pool"
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    fail(f"cannot use the state directory {home} ({detail}); set POOL_HOME to a directory you can write")
+
+
+def _state_dir() -> Path:
+    """The state directory, or one line saying why it cannot be used."""
+    try:
+        return state_dir()
+    except (OSError, RuntimeError) as exc:
+        _state_dir_failure(exc)
+
+
+def _resolve(*, start: bool) -> str | None:
+    """The URL of the pool's Redis (``None``: none runs and ``start`` is false), or one line saying what is wrong."""
+
+    url = os.environ.get("REDIS_URL")
+    if url:  # (set but empty: unset, as for resolve_url)
+        _check_url(url)
+        return url
+    try:
+        return resolve_url(start=start)
+    except RedisUnavailable as exc:
+        if start:
+            fail(str(exc), 1)
+        return None
+    except RuntimeError as exc:  # the state directory, a server that would not start
+        if isinstance(exc, StateDirError):
+            _state_dir_failure(exc)
+        fail(str(exc), 1)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        fail(f"could not find or start the embedded Redis under {os.environ.get('POOL_HOME') or 'the state directory'}: "
+             f"{exc.strerror or exc}{where}; set POOL_HOME to a directory you can write, or set REDIS_URL", 1)
+    except (ValueError, KeyError, TypeError) as exc:  # a corrupt record of the embedded server (server.json)
+        fail(f"the embedded Redis's record under {_state_dir() / 'redis'} is unreadable ({type(exc).__name__}: "
+             f"{exc}); remove server.json there, or set REDIS_URL", 1)
+    except subprocess.SubprocessError as exc:
+        fail(f"could not start the embedded Redis: {exc}", 1)
+
+
+def _check_url(url: str) -> None:
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        fail(f"REDIS_URL {redact_text(url)!r} is not a Redis URL ({exc}); expected {URL_FORMS}")
+
+
+def _connect(url: str) -> Store:
+    """A store on ``url`` that answered PING, or one line saying why not."""
+    where = redact_text(url)
+    try:
+        store = Store.from_url(url, namespace=_namespace())
+    except ValueError as exc:
+        fail(f"REDIS_URL {where!r} is not a Redis URL ({exc}); expected {URL_FORMS}")
     try:
         store.r.ping()
-    except (redis.RedisError, OSError) as exc:
-        fail(f"cannot reach the pool's Redis at {url.split('@')[-1]}: {exc}")
-    return url, store
+    except redis.AuthenticationError as exc:
+        fail(f"the pool's Redis at {where} refused the credentials ({exc}); set REDIS_URL with the right password", 1)
+    except (redis.RedisError, OSError, ValueError) as exc:
+        fail(f"cannot reach the pool's Redis at {where}: {exc}", 1)
+    return store
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def open_store(*, start: bool) -> tuple[str, Store]:
+    url = _resolve(start=start)
+    if url is None:
+        fail("the pool's Redis is not running: start it with 'pool up' or set REDIS_URL", 1)
+    return url, _connect(url)
+
+
+def _thread_died(args: threading.ExceptHookArgs) -> None:
+    """A background thread that stops on an exception: one log line, never a traceback."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    log.error("thread %s stopped: %s", name, one_line(f"{args.exc_type.__name__}: {args.exc_value}", 300))
+
+
+#: click's "no arguments: show the help" (click 8.2 and later; nothing to catch before)
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class PoolGroup(click.Group):
+    """The `pool` group: usage errors and unexpected exceptions as one `error:` line, never a traceback."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as exc:  # bare `pool`: its help
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            path = exc.ctx.command_path.split(" ", 1) if exc.ctx is not None else []
+            where = " ".join(["pool", *path[1:]])  # the command as installed, whatever argv[0] was
+            fail(f"{exc.format_message()} (see `{where} --help`)", exc.exit_code)
+        except click.ClickException as exc:
+            fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            fail("aborted", 1)
+        except BrokenPipeError:  # the reader went away (`pool events x | head`): nothing more to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            fail(f"lost the pool's Redis: {type(exc).__name__}: {exc}", 1)
+        except redis.ResponseError as exc:  # the server refused a command (permissions, read-only replica, memory)
+            fail(f"the pool's Redis refused a command: {type(exc).__name__}: {exc}", 1)
+        except StateDirError as exc:  # POOL_HOME unusable, found wherever it is first needed
+            _state_dir_failure(exc)
+        except Exception as exc:  # noqa: BLE001  (a bug: shown as one line, named as internal)
+            fail(f"internal error: {type(exc).__name__}: {one_line(exc, 300)}", 1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=PoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="log debug detail")
 def main(verbose: bool) -> None:
     """elastic-pool: size worker domains from real queue depth."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    install_log_redaction()
+    threading.excepthook = _thread_died
 
 
 # ---------------------------------------------------------------------------
@@ -69,21 +250,75 @@ def main(verbose: bool) -> None:
 
 
 def _manager_pidfile() -> Path:
-    return state_dir() / "manager.pid"
+    return _state_dir() / "manager.pid"
+
+
+def _shutdown_timeout_key(store: Store) -> str:
+    """Where `pool down` leaves its --timeout for the managers it asks to stop."""
+    return f"{store.ns}:control:shutdown:timeout"
+
+
+def _requested_timeout(store: Store, default: float) -> float:
+    try:
+        value = float(store.r.get(_shutdown_timeout_key(store)) or default)
+    except (redis.RedisError, TypeError, ValueError):
+        return default
+    return value if math.isfinite(value) and value >= 0 else default
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _managers(store: Store) -> dict[str, dict[str, Any]]:
+    """Registered managers by id (an entry that is not a JSON object is shown empty, not fatal)."""
+    try:
+        raw: dict[str, Any] = dict(store.managers())
+    except ValueError:
+        raw = {}
+        for key, value in store.r.hgetall(f"{store.ns}:managers").items():
+            try:
+                raw[str(key)] = json.loads(value)
+            except ValueError:
+                raw[str(key)] = {}
+    return {str(k): (v if isinstance(v, dict) else {}) for k, v in raw.items()}
+
+
+def _alive(managers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The managers that run: on this host, a live process id; elsewhere, seen recently."""
+    here, now = socket.gethostname(), time.time()
+    out = {}
+    for mid, info in managers.items():
+        if info.get("host") == here:
+            pid = _number(info.get("pid"))
+            running = pid is not None and pid > 0 and pid == int(pid) and _pid_alive(int(pid))
+        else:
+            seen = _number(info.get("seen")) or _number(info.get("started"))
+            running = seen is not None and now - seen < MANAGER_SILENT
+        if running:
+            out[mid] = info
+    return out
 
 
 @main.command()
-@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
+@click.option("--interval", default=1.0, show_default=True, type=Seconds(0.01, 3600),
               help="seconds between decider ticks")
-@click.option("--drain-timeout", default=900.0, show_default=True, help="seconds `pool down` waits for drains")
+@click.option("--drain-timeout", default=900.0, show_default=True, type=Seconds(0),
+              help="most seconds the drain on `pool down` takes (its --timeout may shorten it)")
 @click.option("--quiet", is_flag=True, help="no per-tick status line")
-@click.option("--lease-ttl", default=5.0, show_default=True, type=click.FloatRange(min=0.5),
+@click.option("--lease-ttl", default=5.0, show_default=True, type=Seconds(0.5, 86400),
               help="seconds a leader role outlives its holder's last renewal")
-@click.option("--provisioners", default=2, show_default=True, type=click.IntRange(min=1),
+@click.option("--provisioners", default=2, show_default=True, type=click.IntRange(min=1, max=256),
               help="provisioner worker threads taking launch/terminate work from the shared queue")
-@click.option("--list-interval", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
+@click.option("--list-interval", default=1.0, show_default=True, type=Seconds(0, 86400),
               help="least seconds between two listings of a site's machines")
-@click.option("--reclaim-after", default=30.0, show_default=True, type=click.FloatRange(min=1.0),
+@click.option("--reclaim-after", default=30.0, show_default=True, type=Seconds(1, 86400),
               help="seconds before work taken by a dead provisioner worker is taken over")
 @click.option("--metrics-port", default=None, type=click.IntRange(min=0, max=65535),
               help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: a free port)")
@@ -92,28 +327,42 @@ def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float, pro
     """Run the domain manager in the foreground (Ctrl-C stops it; workers keep running)."""
     from pool.drivers import make_driver
     from pool.manager import Manager
+    from pool.metrics import Metrics
     from pool.provisioner import Provisioner
-
-    url, store = open_store(start=True)
-    provisioner = Provisioner({"local": make_driver("local")})
     from spark.master import SparkMasterService
 
+    pidfile = _manager_pidfile()  # the state directory is usable before anything starts
+    metrics = Metrics() if metrics_port is not None else None
+    info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    if metrics is not None and metrics_port is not None:
+        try:
+            info["metrics"] = f"http://127.0.0.1:{metrics.serve(metrics_port)}/metrics"
+        except OSError as exc:
+            fail(f"--metrics-port {metrics_port}: cannot listen on 127.0.0.1:{metrics_port} "
+                 f"({exc.strerror or exc}); choose a free port, or 0 for any free one")
+    config = operator_config()
+    protect_process()  # task code of local workers (the same user) cannot read this process's environment
+    url, store = open_store(start=True)
+    try:
+        provisioner = Provisioner({"local": make_driver("local", ex_worker_env=config.worker_env)}, config=config)
+    except (OSError, RuntimeError, ValueError) as exc:
+        fail(f"cannot set up the local site: {exc}", 1)
     manager_id = f"{socket.gethostname()}-{os.getpid()}"
     leases = Leases(store.r, namespace=store.ns, holder=manager_id, ttl=lease_ttl)
-    from pool.metrics import Metrics
-
-    metrics = Metrics() if metrics_port is not None else None
     manager = Manager(store=store, provisioner=provisioner, redis_url=url, services=[SparkMasterService()],
                       leases=leases, manager_id=manager_id, workers=provisioners, list_interval=list_interval,
                       reclaim_after=reclaim_after, metrics=metrics)
-    info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-    if metrics is not None and metrics_port is not None:
-        info["metrics"] = f"http://127.0.0.1:{metrics.serve(metrics_port)}/metrics"
     store.clear_shutdown()
+    store.r.delete(_shutdown_timeout_key(store))
     store.register_manager(manager.manager_id, info)
-    _manager_pidfile().write_text(str(os.getpid()))
+    try:
+        pidfile.write_text(str(os.getpid()))
+    except OSError as exc:
+        store.unregister_manager(manager.manager_id)
+        fail(f"cannot write {pidfile}: {exc.strerror or exc}", 1)
     stop = threading.Event()
     shutdown = threading.Event()
+    finished = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
@@ -122,86 +371,166 @@ def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float, pro
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    def watch() -> None:
-        while not stop.is_set():
+    def watch() -> None:  # also while draining: `pool down` elsewhere sees this manager alive
+        while not finished.is_set():
             try:
-                if store.shutdown_requested():
+                if not shutdown.is_set() and store.shutdown_requested():
                     shutdown.set()
                     stop.set()
                     manager.wake.set()
-                    return
                 store.register_manager(manager.manager_id, {**info, "seen": time.time()})
             except redis.RedisError:
                 pass
-            stop.wait(0.5)
+            finished.wait(0.5)
 
-    threading.Thread(target=watch, name="control", daemon=True).start()
-    console.print(f"manager {manager.manager_id} up; state in {url.split('@')[-1]}; tick {interval:g}s; "
-                  f"{provisioners} provisioner workers" + (f"; metrics {info['metrics']}" if "metrics" in info else ""))
+    watcher = threading.Thread(target=watch, name="control", daemon=True)
+    watcher.start()
+    say(f"manager {manager.manager_id} up; state in {url}; tick {interval:g}s; "
+        f"{provisioners} provisioner workers" + (f"; metrics {info['metrics']}" if "metrics" in info else ""))
     manager.start_workers()
     try:
         manager.run(interval=interval, stop=stop)
         if shutdown.is_set():
-            console.print("shutting down: draining and terminating workers")
-            ok = manager.drain_all(timeout=drain_timeout)
-            console.print("all workers terminated" if ok else "drain timeout: some workers remain")
+            limit = min(drain_timeout, _requested_timeout(store, drain_timeout))
+            say(f"shutting down: draining and terminating workers (at most {limit:g}s)")
+            ok = manager.drain_all(timeout=limit)
+            say("all workers terminated" if ok else "drain timeout: some workers remain")
     finally:
+        finished.set()
+        watcher.join(5)
+        pidfile.unlink(missing_ok=True)
         manager.close()
-        store.unregister_manager(manager.manager_id)
-        _manager_pidfile().unlink(missing_ok=True)
-    console.print("manager stopped")
+        try:
+            store.unregister_manager(manager.manager_id)
+        except redis.RedisError as exc:
+            log.warning("could not unregister manager %s: %s", manager.manager_id, exc)
+    say("manager stopped")
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed but not yet reaped by its parent, does not)."""
     try:
         os.kill(pid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: the signal test is all there is
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+
+
+def _remaining(store: Store) -> list[Any]:
+    """Node records not yet TERMINATED, over every domain (empty when the store cannot be read)."""
+    try:
+        return [n for spec in store.domains() for n in store.nodes(spec.name) if n.state != NodeState.TERMINATED]
+    except (redis.RedisError, OSError, ValueError) as exc:
+        say(f"cannot read what remains: {exc}", err=True)
+        return []
+
+
+def _give_up(store: Store, why: str) -> NoReturn:
+    """Name what remains (one line each, at most REMAINING_SHOWN), then one error line; exit 1."""
+    left = _remaining(store)
+    now = time.time()
+    for rec in left[:REMAINING_SHOWN]:
+        detail = rec.history[-1][2] if rec.history else ""
+        say(f"remaining: {rec.domain} {rec.node_id} {rec.state.value} on {rec.site} for {now - rec.since:.0f}s"
+            + (f": {one_line(detail, 160)}" if detail else ""))
+    if len(left) > REMAINING_SHOWN:
+        say(f"remaining: ... and {len(left) - REMAINING_SHOWN} more")
+    counts: dict[str, int] = {}
+    for rec in left:
+        counts[f"{rec.domain} {rec.state.value}"] = counts.get(f"{rec.domain} {rec.state.value}", 0) + 1
+    summary = ", ".join(f"{n} {key}" for key, n in sorted(counts.items())[:10])
+    fail(f"{why}; {len(left)} node(s) remain" + (f" ({summary})" if summary else "")
+         + "; run `pool down` again to wait longer, `pool show DOMAIN` for details", 1)
+
+
+def _drain_here(store: Store, url: str, deadline: float) -> tuple[bool, str | None]:
+    """No manager runs: drain every domain from this process, giving up at ``deadline`` (monotonic)."""
+    from pool.drivers import make_driver
+    from pool.manager import Manager
+    from pool.provisioner import Provisioner
+
+    try:
+        config = OperatorConfig.load()
+        provisioner = Provisioner({"local": make_driver("local", ex_worker_env=config.worker_env)}, config=config)
+    except (OSError, RuntimeError, ValueError) as exc:
+        return False, f"cannot set up the local site: {exc}"
+    manager = Manager(store=store, provisioner=provisioner, redis_url=url, wakeups=False)
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["ok"] = manager.drain_all(timeout=max(0.0, deadline - time.monotonic()))
+        except Exception as exc:  # noqa: BLE001  (reported by the caller)
+            result["error"] = exc
+
+    thread = threading.Thread(target=work, name="drain", daemon=True)
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()) + DOWN_GRACE)
+    if thread.is_alive():  # a call that hangs: given up (the thread ends with this process)
+        return False, "the drain did not finish in time"
+    try:
+        manager.close()  # sensors and their watches: nothing left talking to Redis
+    except Exception as exc:  # noqa: BLE001
+        log.warning("closing the drain's manager: %s", exc)
+    if "error" in result:
+        error = result["error"]
+        return False, f"the drain failed: {type(error).__name__}: {error}"
+    return bool(result.get("ok")), None
 
 
 @main.command()
-@click.option("--timeout", default=900.0, show_default=True, help="seconds to wait for workers to drain")
+@click.option("--timeout", default=900.0, show_default=True, type=Seconds(0),
+              help="seconds to wait for workers to drain; then gives up, naming what remains (exit 1)")
 @click.option("--keep-redis", is_flag=True, help="leave the embedded Redis running")
 def down(timeout: float, keep_redis: bool) -> None:
     """Stop the manager: workers drain and terminate; then stop the embedded Redis."""
-    try:
-        url = resolve_url(start=False)
-    except RedisUnavailable:
-        console.print("nothing is running")
+    deadline = time.monotonic() + timeout
+    url = _resolve(start=False)
+    if url is None:
+        say("nothing is running")
         return
-    store = Store.from_url(url, namespace=os.environ.get("POOL_NAMESPACE", "ep"))
-    here = socket.gethostname()
-    alive = {mid: info for mid, info in store.managers().items()
-             if info.get("host") != here or _pid_alive(int(info.get("pid", 0)))}
+    store = _connect(url)
+    managers = _managers(store)
+    alive = _alive(managers)
     if alive:
+        store.r.set(_shutdown_timeout_key(store), repr(timeout), ex=int(timeout + DOWN_GRACE) + 600)
         store.request_shutdown()
-        console.print(f"asked {len(alive)} manager(s) to drain and stop")
-        deadline = time.monotonic() + timeout + 30
-        while store.managers() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        if store.managers():
-            fail("managers did not stop in time; see `pool ls`", code=1)
+        say(f"asked {len(alive)} manager(s) to drain and stop (at most {timeout:g}s)")
+        while _alive(_managers(store)) and time.monotonic() < deadline + DOWN_GRACE:
+            time.sleep(0.25)
+        still = _alive(_managers(store))
+        if still:
+            _give_up(store, f"{len(still)} manager(s) did not stop within {timeout:g}s: {', '.join(sorted(still))}")
     else:
-        from pool.drivers import make_driver
-        from pool.manager import Manager
-        from pool.provisioner import Provisioner
-
-        for mid in store.managers():
+        for mid in managers:  # stale entries of managers that are gone
             store.unregister_manager(mid)
-        manager = Manager(store=store, provisioner=Provisioner({"local": make_driver("local")}), redis_url=url)
-        if not manager.drain_all(timeout=timeout):
-            fail("some workers did not drain in time", code=1)
+        ok, why = _drain_here(store, url, deadline)
+        if not ok:
+            _give_up(store, why or f"workers did not drain within {timeout:g}s")
+    if _remaining(store):  # the manager's own --drain-timeout ended its drain first
+        _give_up(store, "the manager stopped before its workers were terminated")
     store.clear_shutdown()
-    console.print("manager stopped; workers terminated")
+    say("manager stopped; workers terminated")
     from spark.master import stop_masters
 
-    for domain in stop_masters():
-        console.print(f"spark master of {domain} stopped")
-    if not os.environ.get("REDIS_URL") and not keep_redis and stop_embedded():
-        console.print("embedded Redis stopped (state kept on disk)")
+    try:
+        for domain in stop_masters():
+            say(f"spark master of {domain} stopped")
+    except (OSError, RuntimeError, ValueError) as exc:
+        say(f"warning: could not stop the Spark masters: {one_line(exc, 200)}", err=True)
+    if not os.environ.get("REDIS_URL") and not keep_redis:
+        try:
+            stopped = stop_embedded()
+        except (OSError, RuntimeError, ValueError) as exc:
+            fail(f"could not stop the embedded Redis: {exc}", 1)
+        if stopped:
+            say("embedded Redis stopped (state kept on disk)")
 
 
 @main.command()
@@ -211,24 +540,29 @@ def status(as_json: bool) -> None:
     _, store = open_store(start=False)
     from pool.workqueue import WorkQueue
 
-    holders = Leases(store.r, namespace=store.ns, holder="-").holders()
-    managers = store.managers()
+    try:
+        holders = Leases(store.r, namespace=store.ns, holder="-").holders()
+    except ValueError as exc:  # a fencing token that is not a number: not written by a manager
+        fail(f"the pool's Redis holds a malformed leader lease ({exc}); a manager rewrites it when it takes the role", 1)
+    managers = _managers(store)
     work = WorkQueue(store.r, namespace=store.ns).depth()
-    if as_json:
-        click.echo(json.dumps({"managers": managers, "roles": holders, "work": work}, indent=2))
+    if as_json:  # a role's fencing token is a counter, not a credential: shown (redact masks every "token")
+        roles = {role: {**redact(h), "token": h.get("token")} for role, h in holders.items()}
+        click.echo(json.dumps({"managers": redact(managers), "roles": roles, "work": redact(work)}, indent=2,
+                              default=str))
         return
     table = Table("MANAGER", "PID", "HOST", "LAST SEEN", "ROLES")
     now = time.time()
     for mid, info in sorted(managers.items()):
-        roles = [r for r, h in holders.items() if h["holder"] == mid]
-        seen = info.get("seen") or info.get("started")
-        table.add_row(mid, str(info.get("pid", "")), str(info.get("host", "")),
-                      f"{now - seen:.1f}s ago" if seen else "-", ", ".join(roles) or "standby")
+        held = [r for r, h in holders.items() if h["holder"] == mid]
+        seen = _number(info.get("seen")) or _number(info.get("started"))
+        table.add_row(cell(mid), cell(info.get("pid", "")), cell(info.get("host", "")),
+                      f"{now - seen:.1f}s ago" if seen else "-", cell(", ".join(held) or "standby"))
     console.print(table)
     for role, h in holders.items():
-        console.print(f"role {role}: " + (f"{h['holder']} (token {h['token']}, {h['ttl_s']:.1f}s left)"
-                                         if h["holder"] else "free"))
-    console.print(f"provisioning work: {work['queued']} queued, {work['in_progress']} being done")
+        say(f"role {role}: " + (f"{h['holder']} (token {h['token']}, {h['ttl_s']:.1f}s left)"
+                                if h["holder"] else "free"))
+    say(f"provisioning work: {work['queued']} queued, {work['in_progress']} being done")
 
 
 # ---------------------------------------------------------------------------
@@ -276,31 +610,86 @@ def validate_spec(data: Any) -> Any:
                             "(e.g. ec2, gce, azure_arm, openstack)")
     if spec.celery and spec.celery.path and not Path(spec.celery.path).is_dir():
         raise SpecError(f"invalid domain spec: celery.path: {spec.celery.path!r} is not a directory")
+    if spec.celery and spec.celery.path:
+        try:
+            safe_code_dir(spec.celery.path)
+        except ValueError as exc:
+            raise SpecError(f"invalid domain spec: {exc}") from None
+    try:
+        config = OperatorConfig.load()
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from None
+    for i, site in enumerate(spec.sites):
+        refusal = config.site_refusal(site)
+        if refusal is not None:
+            where = "site" if isinstance(data, dict) and "sites" not in data else f"sites.{i}"
+            raise SpecError(f"invalid domain spec: {where}: {refusal}")
     return spec
 
 
+def operator_config() -> OperatorConfig:
+    """The operator's configuration ($POOL_CONFIG or {state}/config.yaml), or one line naming what is wrong."""
+    try:
+        return OperatorConfig.load()
+    except ConfigError as exc:
+        fail(str(exc))
+
+
 def load_specs(path: str) -> list[Any]:
+    """The validated domain specs of a YAML file (``-``: stdin), or :class:`SpecError` with one line.
+
+    The bytes are read up to the loader's limit and go through
+    :func:`pool.specload.load_yaml_documents` (size, UTF-8, duplicate keys, nesting, aliases), each
+    document through :func:`validate_spec`; a relative ``celery.path`` is taken relative to the
+    file. The message is one bounded line that shows no credential, escaped for the console markup
+    that ``apply`` prints it with.
+    """
+    from pool.model import clean_text
+    from pool.specload import MAX_BYTES, load_yaml_documents
+
+    source = "stdin" if path == "-" else path
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as exc:
-        raise SpecError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            if path == "-":
+                stream = getattr(sys.stdin, "buffer", None)
+                data = (stream.read(MAX_BYTES + 1) if stream is not None
+                        else sys.stdin.read(MAX_BYTES + 1).encode("utf-8", "surrogateescape"))
+            else:
+                with open(path, "rb") as f:
+                    data = f.read(MAX_BYTES + 1)
+        except OSError as exc:
+            raise SpecError(f"cannot read {path}: {exc.strerror}") from None
+        docs = [d for d in load_yaml_documents(data, source=source) if d is not None]
+        if not docs:
+            raise SpecError(f"{source}: no domain spec in the file")
+        base = Path(path).parent if path != "-" else Path.cwd()
+        specs = []
+        for i, doc in enumerate(docs, 1):
+            celery = doc.get("celery") if isinstance(doc, dict) else None
+            if isinstance(celery, dict) and isinstance(celery.get("path"), str) and celery["path"]:
+                try:
+                    p = Path(celery["path"])
+                    if not p.is_absolute():
+                        celery["path"] = str((base / p).resolve())
+                except (OSError, ValueError, RuntimeError):
+                    pass  # left as written: validation names what is wrong with it
+            try:
+                specs.append(validate_spec(doc))
+            except SpecError as exc:
+                raise SpecError(f"{source}: document {i}: {exc}" if len(docs) > 1 else str(exc)) from None
+            except RecursionError:  # a plug-in that recurses over a parameter (a formula, say)
+                raise SpecError(f"{source}: invalid domain spec: a policy or sensor parameter is nested too "
+                                "deeply for the plug-in to check") from None
+        return specs
+    except SpecError as exc:
+        raise SpecError(escape(clean_text(str(exc)))) from None
+
+
+def _embedded_running() -> bool:
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if not docs:
-        raise SpecError(f"{path}: no domain spec in the file")
-    base = Path(path).parent if path != "-" else Path.cwd()
-    specs = []
-    for doc in docs:
-        if isinstance(doc, dict) and isinstance(doc.get("celery"), dict) and doc["celery"].get("path"):
-            p = Path(doc["celery"]["path"])
-            if not p.is_absolute():
-                doc["celery"]["path"] = str((base / p).resolve())
-        specs.append(validate_spec(doc))
-    return specs
+        return embedded_url() is not None
+    except Exception:  # noqa: BLE001  (only a hint: open_store names what is wrong)
+        return False
 
 
 @main.command()
@@ -310,12 +699,17 @@ def apply(path: str) -> None:
     try:
         specs = load_specs(path)
     except SpecError as exc:
-        fail(str(exc))
+        fail(str(exc), markup=True)  # load_specs escapes what it quotes
+    embedded = not os.environ.get("REDIS_URL")
+    was_running = embedded and _embedded_running()
     _, store = open_store(start=True)
+    if embedded and not was_running and _embedded_running():
+        say(f"note: started the pool's embedded Redis in the background (state in {_state_dir() / 'redis'}); "
+            "`pool down` stops it", err=True)
     for spec in specs:
         created = store.put_domain(spec)
         store.record(spec.name, "applied", time.time(), created=created)
-        console.print(f"domain {spec.name} {'created' if created else 'configured'}")
+        say(f"domain {spec.name} {'created' if created else 'configured'}")
 
 
 def _counts(store: Store, name: str) -> dict[str, int]:
@@ -323,6 +717,19 @@ def _counts(store: Store, name: str) -> dict[str, int]:
     for n in store.nodes(name):
         counts[n.state.value] = counts.get(n.state.value, 0) + 1
     return counts
+
+
+def _domain(store: Store, name: str) -> Any:
+    """The named domain's spec, or one line naming the domains there are."""
+    spec = store.get_domain(name)
+    refused = getattr(store, "refused", {}).get(name)
+    if spec is None and refused:
+        fail(f"domain {name!r} is stored but its spec does not validate ({refused}); `pool apply` it again", 1)
+    if spec is None:
+        names = [s.name for s in store.domains()]
+        known = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+        fail(f"no domain {name!r}; domains: {known or 'none (create one with `pool apply -f SPEC.yaml`)'}")
+    return spec
 
 
 @main.command("ls")
@@ -343,86 +750,89 @@ def ls(as_json: bool) -> None:
             "min": spec.min, "max": spec.max, "override": st.override,
         })
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        emit_json(rows)
         return
     table = Table("DOMAIN", "POLICY", "SENSOR", "VALUE", "INTENDED", "ACTUAL", "JOINED", "MIN/MAX", "OVERRIDE")
     for r in rows:
-        value = f"[red]{r['error']}[/]" if r["error"] else ("-" if r["value"] is None else f"{r['value']:g}")
-        table.add_row(str(r["domain"]), str(r["policy"]), str(r["sensor"]), value, str(r["intended"]), str(r["actual"]),
-                      str(r["joined"]), f"{r['min']}/{r['max']}", "auto" if r["override"] is None else str(r["override"]))
+        number = _number(r["value"])
+        value = (f"[red]{cell(r['error'])}[/]" if r["error"] else
+                 "-" if number is None else f"{number:g}")
+        table.add_row(cell(r["domain"]), cell(r["policy"]), cell(r["sensor"]), value, cell(r["intended"]),
+                      cell(r["actual"]), cell(r["joined"]), cell(f"{r['min']}/{r['max']}"),
+                      "auto" if r["override"] is None else cell(r["override"]))
     console.print(table)
 
 
 @main.command()
 @click.argument("name")
-@click.option("--events", "n_events", default=10, show_default=True, type=click.IntRange(min=0),
+@click.option("--events", "n_events", default=10, show_default=True, type=click.IntRange(min=0, max=2000),
               help="how many recent decisions to show")
 @click.option("--json", "as_json", is_flag=True)
 def show(name: str, n_events: int, as_json: bool) -> None:
     """One domain: nodes by state, last readings, last decisions with reasons."""
     _, store = open_store(start=False)
-    spec = store.get_domain(name)
-    if spec is None:
-        fail(f"no domain {name!r}; domains: {', '.join(s.name for s in store.domains()) or 'none'}")
+    spec = _domain(store, name)
     st = store.get_state(name)
     nodes = store.nodes(name)
     hbs = store.heartbeats(name, [n.node_id for n in nodes])
     decisions = store.events(name, n_events, kind="decision") if n_events else []
     if as_json:
-        click.echo(json.dumps({
+        emit_json({
             "spec": json.loads(spec.model_dump_json()),
             "intended": st.intended, "override": st.override, "readings": st.readings,
             "last_decision": st.last_decision,
             "nodes": [{"node": n.node_id, "state": n.state.value, "site": n.site, "since": n.since,
                        "active": hbs[n.node_id].active if n.node_id in hbs else None} for n in nodes],
             "decisions": decisions,
-        }, indent=2, default=str))
+        })
         return
-    console.print(f"[bold]{name}[/]  policy {spec.policy.name}  sensor {spec.sensor.name}  "
-                  f"min {spec.min} max {spec.max}  intended {st.intended}  "
-                  f"override {'auto' if st.override is None else st.override}")
-    for sname, r in st.readings.items():
-        console.print(f"reading {sname}: " + (f"[red]error: {r['error']}[/]" if r.get("error") else
-                      ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
-                                for k, v in r.items() if k not in ("error",) and v is not None)))
+    console.print(f"[bold]{escape(name)}[/]  " + escape(redact_text(
+        f"policy {spec.policy.name}  sensor {spec.sensor.name}  min {spec.min} max {spec.max}  "
+        f"intended {st.intended}  override {'auto' if st.override is None else st.override}")), soft_wrap=True)
+    for sname, r in redact(st.readings).items():
+        if r.get("error"):
+            console.print(f"reading {cell(sname)}: [red]error: {cell(r['error'])}[/]", soft_wrap=True)
+        else:
+            say(f"reading {sname}: " + ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
+                                                for k, v in r.items() if k != "error" and v is not None))
     table = Table("NODE", "STATE", "SITE", "FOR", "TASKS", "LAST HEARTBEAT")
     now = time.time()
     order = {s: i for i, s in enumerate(NodeState)}
     for n in sorted(nodes, key=lambda n: (order[n.state], n.created)):
         hb = hbs.get(n.node_id)
-        table.add_row(n.node_id, n.state.value, n.site, f"{now - n.since:.0f}s",
-                      "-" if hb is None else str(hb.active), "-" if hb is None else f"{now - hb.time:.1f}s ago")
+        table.add_row(cell(n.node_id), n.state.value, cell(n.site), f"{now - n.since:.0f}s",
+                      "-" if hb is None else cell(hb.active), "-" if hb is None else f"{now - hb.time:.1f}s ago")
     console.print(table)
     console.print("[bold]decisions[/] (newest first)")
-    for d in decisions:
-        stamp = time.strftime("%H:%M:%S", time.localtime(d["time"]))
-        console.print(f"  {stamp}  target {d.get('target')} (actual {d.get('actual')}): {d.get('reason')}",
-                      highlight=False)
+    for d in redact(decisions):
+        when = _number(d.get("time"))
+        stamp = time.strftime("%H:%M:%S", time.localtime(when)) if when is not None else "--:--:--"
+        say(f"  {stamp}  target {d.get('target')} (actual {d.get('actual')}): {d.get('reason')}")
 
 
-@main.command()
+@main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("name")
 @click.argument("size")
 def resize(name: str, size: str) -> None:
     """Set a domain's size by hand (an operator event); `auto` hands it back to the policy."""
     _, store = open_store(start=False)
-    spec = store.get_domain(name)
-    if spec is None:
-        fail(f"no domain {name!r}; domains: {', '.join(s.name for s in store.domains()) or 'none'}")
+    spec = _domain(store, name)
     if size == "auto":
         store.set_override(name, None)
         store.record(name, "resize", time.time(), size="auto")
-        console.print(f"domain {name}: size handed back to policy {spec.policy.name}")
+        say(f"domain {name}: size handed back to policy {spec.policy.name}")
         return
     try:
-        n = int(size)
+        n = int(size) if re.fullmatch(r"\s*[+-]?[0-9]{1,12}\s*", size) else None
     except ValueError:
+        n = None
+    if n is None:
         fail(f"size must be a whole number between {spec.min} and {spec.max}, or 'auto'; got {size!r}")
     if not spec.min <= n <= spec.max:
         fail(f"size {n} is outside the domain's bounds [{spec.min}, {spec.max}]; change min/max with `pool apply`")
     store.set_override(name, n)
     store.record(name, "resize", time.time(), size=n)
-    console.print(f"domain {name}: intended size {n} (operator override; `pool resize {name} auto` to undo)")
+    say(f"domain {name}: intended size {n} (operator override; `pool resize {name} auto` to undo)")
 
 
 @main.command()
@@ -430,25 +840,29 @@ def resize(name: str, size: str) -> None:
 def delete(name: str) -> None:
     """Remove a domain; its workers are drained first."""
     _, store = open_store(start=False)
-    if store.get_domain(name) is None:
-        fail(f"no domain {name!r}")
+    _domain(store, name)
     live = [n for n in store.nodes(name) if n.state != NodeState.TERMINATED]
     if live:
         fail(f"domain {name} still has {len(live)} node(s): `pool resize {name} 0` first, then delete")
     store.delete_domain(name)
-    console.print(f"domain {name} deleted")
+    say(f"domain {name} deleted")
 
 
 @main.command()
 @click.argument("name")
-@click.option("-n", "count", default=30, show_default=True)
+@click.option("-n", "count", default=30, show_default=True, type=click.IntRange(min=1, max=2000),
+              help="how many events, newest first")
 def events(name: str, count: int) -> None:
     """The domain's event log, newest first."""
     _, store = open_store(start=False)
-    for e in store.events(name, count):
-        stamp = time.strftime("%H:%M:%S", time.localtime(e.pop("time")))
-        kind = e.pop("kind")
-        click.echo(f"{stamp} {kind:10s} " + " ".join(f"{k}={v}" for k, v in e.items()))
+    found = store.events(name, count)
+    if not found:
+        _domain(store, name)  # an unknown name is an error; a known domain may have no events yet
+    for e in redact(found):
+        when = _number(e.pop("time", None))
+        stamp = time.strftime("%H:%M:%S", time.localtime(when)) if when is not None else "--:--:--"
+        kind = str(e.pop("kind", "?"))
+        click.echo(one_line(f"{stamp} {kind:10s} " + " ".join(f"{k}={v}" for k, v in e.items()), 2000))
 
 
 from spark.cli import spark as spark_commands  # noqa: E402  (the `pool spark` group)

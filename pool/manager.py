@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -13,14 +14,19 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import AbstractSet, Any, Callable, Iterable, Mapping, Protocol
 
+import redis
+
 from policies import Policy, load_policy, primary
 from policies.placement import SiteSlot, overprovision, place, site_preference_for_victims
 from policies.shaping import shape
+from pool.config import safe_code_dir
+from pool.drivers.adapters import TAG_DOMAIN
 from pool.images import deployable_type
 from pool.leases import ROLES, Lease, LeaseLost, Leases
 from pool.metrics import Metrics
 from pool.model import (
     LIVE_STATES,
+    NAME_RE,
     UNJOINED_STATES,
     Decision,
     DomainSpec,
@@ -47,6 +53,18 @@ TERMINATED_RETENTION = 600.0
 #: A PENDING node missing from the site's listing is taken as gone only after this long
 #: (cloud listings lag behind launches).
 LISTING_GRACE = 30.0
+#: States of a node being ended (or failed): terminated again while a machine may be there.
+ENDING_STATES = frozenset({S.TERMINATING, S.UNHEALTHY, S.FAILED})
+#: Terminate retries a record in an ending state gets while no listing shows its machine alive;
+#: then it is retired (TERMINATED, with a ``retired`` event). The first retry comes
+#: ``terminate_grace + 15`` s after it entered the state, each next one twice as long after the last.
+END_RETRIES = 5
+#: Longest wait between two terminate retries of one record (seconds).
+END_RETRY_CAP = 900.0
+#: The history note a terminate retry leaves (the record keeps its state: no transition).
+RETRY_NOTE = "terminate retry"
+#: How a record that ended without a machine starts its last history entry.
+RETIRED = "retired"
 
 
 # ---------------------------------------------------------------------------
@@ -150,6 +168,43 @@ def choose_victims(
     return victims
 
 
+def end_retries(rec: NodeRecord) -> int:
+    """The terminate retries made for ``rec`` in its current state (its latest history notes)."""
+    count = 0
+    for state, _, detail in reversed(rec.history):
+        if state != rec.state.value or not detail.startswith(RETRY_NOTE):
+            break
+        count += 1
+    return count
+
+
+def launch_refused(rec: NodeRecord) -> bool:
+    """Whether ``rec`` failed because its launch was refused, so that no machine of it can exist.
+
+    No machine id, never past REQUESTED, and failed by the answer to its launch. A launch is
+    idempotent under its launch id (a client token, or a search for the tag before launching),
+    so a refusal means nothing was made under that id; a token reused with other arguments
+    (``IdempotentParameterMismatch``) is no such refusal. A record withdrawn while its site was
+    unavailable may have had an earlier try that reached the site: that one is not refused.
+    """
+    if rec.state is not S.FAILED or rec.provider_id is not None:
+        return False
+    if any(state not in (S.REQUESTED.value, S.FAILED.value) for state, _, _ in rec.history):
+        return False
+    detail = next((d for state, _, d in rec.history if state == S.FAILED.value), "")
+    return detail.startswith("launch failed") and "IdempotentParameterMismatch" not in detail
+
+
+def end_retry_wait(rec: NodeRecord, terminate_grace: float) -> float:
+    """Seconds after its last change or retry before ``rec`` (ending) is terminated again: doubling, capped."""
+    return min(END_RETRY_CAP, (terminate_grace + 15.0) * 2.0 ** min(end_retries(rec), 32))
+
+
+def _retired(rec: NodeRecord) -> bool:
+    """A TERMINATED record retired without its machine confirmed gone (see :data:`END_RETRIES`)."""
+    return bool(rec.history) and rec.history[-1][2].startswith(RETIRED)
+
+
 def plan_domain(
     obs: Observation,
     policy: Policy | None,
@@ -190,6 +245,14 @@ def plan_domain(
         twin = move(rec, new, detail, drain_deadline=drain_deadline)
         twin.drain_sent = True
         terminations.append(Termination(twin.node_id, grace, detail))
+        return twin
+
+    def note(rec: NodeRecord, detail: str) -> NodeRecord:
+        """A history entry that keeps the record's state (a terminate retry): counted, and when."""
+        twin = changed.get(rec.node_id)
+        if twin is None:
+            twin = changed[rec.node_id] = nodes[rec.node_id] = rec.copy()
+        twin.history.append((twin.state.value, now, detail))
         return twin
 
     # -- doctor: lifecycle from heartbeats and the site's listing ----------------------------
@@ -256,8 +319,30 @@ def plan_domain(
         if rec.state == S.DRAINING and rec.drain_deadline is not None and now > rec.drain_deadline:
             kill(rec, S.TERMINATING, "drain deadline passed")
             continue
-        if rec.state in (S.TERMINATING, S.UNHEALTHY, S.FAILED) and now - rec.since > t.terminate_grace + 15:
-            terminations.append(Termination(rec.node_id, 0.0, "still there after terminate: kill"))
+        if rec.state in ENDING_STATES:
+            # `judged` and not listed alive was TERMINATED above: here the site shows the machine
+            # alive, or no listing judges it (failing, backing off, broken site)
+            alive = listed if judged and listed is not None and listed.alive else None
+            if alive is None and launch_refused(rec):  # nothing to end: no call
+                move(rec, S.TERMINATED, f"{RETIRED}: its launch was refused; no machine to end")
+                continue
+            if now - rec.since > end_retry_wait(rec, t.terminate_grace):
+                retries = end_retries(rec)
+                if retries >= END_RETRIES and alive is None:
+                    why = ("machine id unknown" if rec.provider_id is None
+                           else f"machine {rec.provider_id} may remain")
+                    move(rec, S.TERMINATED, f"{RETIRED} after {retries} terminate retries; no listing "
+                                            f"of site {rec.site} shows it ({why})")
+                    events.append(("retired", {"node": rec.node_id, "site": rec.site, "retries": retries,
+                                               "provider_id": rec.provider_id,
+                                               "why": "no listing confirmed the machine gone; should it show "
+                                                      "up alive it is ended as a zombie"}))
+                    continue
+                note(rec, f"{RETRY_NOTE} {retries + 1}")
+                terminations.append(Termination(
+                    rec.node_id, 0.0, "still there after terminate: kill",
+                    alive.provider_id if alive is not None and rec.provider_id is None else None,
+                    rec.site if alive is not None and rec.provider_id is None else ""))
 
     waiting = [n for n in nodes.values() if n.state is S.DRAINING and not n.drain_sent] if doctor else []
     if waiting:  # preempted nodes still serving: drain them once their replacements have joined
@@ -278,8 +363,10 @@ def plan_domain(
     if obs.site_nodes is not None:
         for node_id, listed in obs.site_nodes.items():
             known = nodes.get(node_id)
-            # (a record retired before its launch was accepted has no machine id: one that shows up is ended)
-            if (listed.alive and (known is None or (known.state is S.TERMINATED and known.provider_id is None))
+            # (a record retired before its launch was accepted has no machine id, and one retired after
+            # its terminate retries was not seen gone: a machine of theirs that shows up is ended)
+            if (listed.alive and (known is None or (known.state is S.TERMINATED
+                                                    and (known.provider_id is None or _retired(known))))
                     and listed.tags.get("elastic-pool/domain") == spec.name):
                 terminations.append(Termination(node_id, 0.0, "zombie: no record", listed.provider_id,
                                                 listed.site or spec.site))
@@ -528,6 +615,7 @@ class Manager:
         self._listings: dict[str, tuple[float, Mapping[str, SiteNode]]] = {}
         self.metrics = metrics
         self._repairs: dict[str, tuple[str, float]] = {}  # replacement -> (lost node, last sign of life)
+        self._reported: dict[tuple[str, str], str] = {}  # refused specs and records already reported
 
     @property
     def lease(self) -> Lease | None:
@@ -643,25 +731,37 @@ class Manager:
         return self.leases is None or role in self.held
 
     def listing(self, site: str, now: float) -> Mapping[str, SiteNode] | None:
-        """The site's node listing, fetched at most once per ``list_interval`` (``None``: it failed)."""
+        """The site's node listing, fetched at most once per ``list_interval`` (``None``: it failed).
+
+        Failed listings back off per site (exponential with jitter, capped, reset by one that
+        works: :meth:`Provisioner.list`); while a site's listing backs off it is not called, and
+        its nodes are not judged by a listing.
+        """
         if site in self.provisioner.broken or site not in self.provisioner.drivers:
             return None
         cached = self._listings.get(site)
         if cached is not None and now - cached[0] < self.list_interval:
             return cached[1]
+        if self.provisioner.listing_wait(site, now) > 0:
+            return None
         try:
-            nodes = self.provisioner.list(site)
+            nodes = self.provisioner.list(site, now=now)
         except Exception as exc:
-            log.warning("listing site %s failed: %s", site, exc)
+            log.warning("listing site %s: %s", site, error_text(exc))
             return None
         self._listings[site] = (now, nodes)
         return nodes
 
     # -- act -------------------------------------------------------------------------------
     def attributes(self, spec: DomainSpec, rec: NodeRecord) -> dict[str, str]:
-        """The attribute bag rendered into the node's contextualization."""
+        """The attribute bag rendered into the node's contextualization.
+
+        The spec's own ``attributes`` go in first: nothing a spec says can shadow what the pool
+        sets (its store, namespace, identity, broker, interpreter), whatever validation let through.
+        """
         celery = spec.celery
-        attrs = {
+        attrs = dict(spec.attributes)
+        attrs.update({
             "python": self.python,
             "redis_url": self.redis_url,
             "namespace": self.store.ns,
@@ -670,19 +770,18 @@ class Manager:
             "launch_id": rec.launch_id,
             "broker": self.broker_for(spec),
             "heartbeat_interval": f"{spec.timeouts.heartbeat_interval:g}",
-        }
+        })
         if celery is not None:
             attrs.update(
                 queue=celery.queue,
                 celery_app=celery.app,
-                celery_path=os.path.abspath(celery.path) if celery.path else "",
+                celery_path=safe_code_dir(celery.path) if celery.path else "",
                 concurrency=str(celery.concurrency),
                 celery_pool=celery.pool,
                 visibility_timeout=f"{celery.visibility_timeout:g}",
                 loglevel=celery.loglevel,
             )
         attrs.update(self.context.get(spec.name, {}))
-        attrs.update(spec.attributes)
         return attrs
 
     def _still_leader(self) -> None:
@@ -918,11 +1017,15 @@ class Manager:
         if rec is None and item.provider_id is None:
             return
         spec = self.store.get_domain(item.domain)
-        if rec is None:  # a zombie: no record, ended by its site id
+        if spec is not None:
+            self.provisioner.ensure_site(spec.site_spec(rec.site if rec is not None else item.site))
+        if rec is None:  # a zombie: no record; ended by its site id only if the site lists it as ours
+            if not self._is_our_machine(item):
+                log.warning("terminate of %s on %s refused: the site lists no such machine of domain %s",
+                            item.provider_id, item.site, item.domain)
+                return
             rec = NodeRecord(node_id=item.node_id, domain=item.domain, launch_id="", site=item.site,
                              deployable_type=spec.deployable_type if spec else "", provider_id=item.provider_id)
-        if spec is not None:
-            self.provisioner.ensure_site(spec.site_spec(rec.site))
         provider_id = rec.provider_id or item.provider_id
         if provider_id is None:  # scaled in before its launch was recorded: find it by its tags
             try:
@@ -933,6 +1036,15 @@ class Manager:
                 return
             provider_id = listed.provider_id
         self._terminate_machine(rec, provider_id, grace=item.grace, now=now, why=item.reason)
+
+    def _is_our_machine(self, item: WorkItem) -> bool:
+        """Whether the site lists a live machine with the item's id, tagged with the item's domain."""
+        try:
+            listed = self.provisioner.list(item.site, now=self.clock())
+        except Exception:  # unknown site, its listing failed or backs off: not proven ours, so left alone
+            return False
+        return any(n.provider_id == item.provider_id and n.alive and n.tags.get(TAG_DOMAIN) == item.domain
+                   for n in listed.values())
 
     def start_workers(self) -> None:
         """Start this manager's provisioner workers (queue mode)."""
@@ -1009,21 +1121,47 @@ class Manager:
         listings: dict[str, Mapping[str, SiteNode] | None] = {}
         plans = []
         for spec in self.store.domains():
-            context: dict[str, str] = {}
-            for service in self.services:
-                if service.applies(spec):
-                    try:
-                        context.update(service.ensure(spec, now))
-                    except Exception as exc:  # reported, never fatal to the tick
-                        self.store.record(spec.name, "error", now, what="service", error=error_text(exc))
-            self.context[spec.name] = context
-            obs = self.observe(spec, now, listings)
-            policy, err = self.policy_for(spec)
-            plan = self._repairs_joined(plan_domain(obs, policy, policy_error=err, roles=roles), now)
-            self.apply(plan, spec, store=store)
-            self.last_plans[spec.name] = plan
-            plans.append(plan)
+            try:
+                plans.append(self._tick_domain(spec, now, roles=roles, store=store, listings=listings))
+            except (LeaseLost, FencedWrite, redis.ConnectionError, redis.TimeoutError):
+                raise  # the whole tick stops: deposed, or the store is away
+            except Exception as exc:  # one bad domain never stops the others
+                log.error("domain %s: tick failed: %s", spec.name, error_text(exc))
+                with contextlib.suppress(Exception):
+                    self.store.record(spec.name, "error", now, what="tick", error=error_text(exc))
+        self._report_refused(now)
         return plans
+
+    def _tick_domain(self, spec: DomainSpec, now: float, *, roles: frozenset[str], store: Store,
+                     listings: dict[str, Mapping[str, SiteNode] | None]) -> Plan:
+        """Services, observe, plan (pure) and apply for one domain."""
+        context: dict[str, str] = {}
+        for service in self.services:
+            if service.applies(spec):
+                try:
+                    context.update(service.ensure(spec, now))
+                except Exception as exc:  # reported, never fatal to the tick
+                    self.store.record(spec.name, "error", now, what="service", error=error_text(exc))
+        self.context[spec.name] = context
+        obs = self.observe(spec, now, listings)
+        policy, err = self.policy_for(spec)
+        plan = self._repairs_joined(plan_domain(obs, policy, policy_error=err, roles=roles), now)
+        self.apply(plan, spec, store=store)
+        self.last_plans[spec.name] = plan
+        return plan
+
+    def _report_refused(self, now: float) -> None:
+        """One event per stored spec or record that did not validate (it is left alone, not acted on)."""
+        for name, reason in list(self.store.refused.items()):
+            if self._reported.get(("spec", name)) != reason:
+                self._reported[("spec", name)] = reason
+                log.error("domain %r: stored spec refused: %s", name[:64], reason)
+                if NAME_RE.fullmatch(name):
+                    self.store.record(name, "refused", now, what="spec", error=reason)
+        for (domain, node_id), reason in list(self.store.refused_records.items()):
+            if self._reported.get((domain, node_id)) != reason:
+                self._reported[(domain, node_id)] = reason
+                self.store.record(domain, "refused", now, what="node record", node=node_id[:64], error=reason)
 
     def run(self, *, interval: float = 1.0, stop: threading.Event, min_gap: float = 0.1) -> None:
         """Tick every ``interval`` s (sooner when woken) until ``stop`` is set."""
@@ -1073,19 +1211,29 @@ class Manager:
         self._sensors.clear()
 
     def drain_all(self, *, timeout: float, poll: float = 0.5) -> bool:
-        """Scale every domain to zero (busy workers drain) and wait until no node is left."""
+        """Scale every domain to zero (busy workers drain) and wait until no node is left.
+
+        Ticks at least once, and starts no tick after ``timeout`` seconds: returns ``False`` then
+        (what remains is in the store). A tick that fails (the store restarting, a role lost) is
+        logged and tried again until then.
+        """
         specs = self.store.domains()
         previous = {spec.name: self.store.get_state(spec.name).override for spec in specs}
-        for spec in specs:
-            self.store.set_override(spec.name, 0)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + max(0.0, timeout)
         done = False
         try:
-            while time.monotonic() < deadline and not done:
-                self.tick()
-                done = not any(n.state != S.TERMINATED for spec in specs for n in self.store.nodes(spec.name))
-                if not done:
-                    time.sleep(poll)
+            for spec in specs:
+                self.store.set_override(spec.name, 0)
+            while True:
+                try:
+                    self.tick()
+                    done = not any(n.state != S.TERMINATED for spec in specs for n in self.store.nodes(spec.name))
+                except Exception as exc:  # noqa: BLE001  (reported; the next tick may work)
+                    log.error("drain: tick failed (%s)", error_text(exc))
+                left = deadline - time.monotonic()
+                if done or left <= 0:
+                    break
+                time.sleep(min(poll, left))
         finally:
             for name, size in previous.items():  # the operator's own override outlives a restart
                 self.store.set_override(name, size)

@@ -14,6 +14,7 @@ from libcloud.common.types import InvalidCredsError
 from libcloud.compute.base import Node, NodeDriver
 from libcloud.compute.types import NodeState as CloudState
 
+from pool.config import OperatorConfig
 from pool.drivers import adapters
 from pool.model import NodeRecord, SiteSpec
 
@@ -86,17 +87,24 @@ def classify(exc: BaseException, *, delay: float) -> ProvisionError:
 
 @dataclass
 class Backoff:
-    """Exponential backoff with full jitter and a cap, per site."""
+    """Exponential backoff with jitter and a cap, per site.
+
+    The delay after the n-th failure in a row is drawn from ``[floor * d, d]`` with
+    ``d = min(cap, base * 2 ** (n - 1))``: ``floor`` 0 is full jitter (launches); a floor above 0
+    makes the delays grow for certain, so n failures in a row take at least ``floor * d`` each.
+    """
 
     base: float = 1.0
     cap: float = 60.0
     failures: int = 0
     until: float = 0.0
     rng: random.Random = field(default_factory=random.Random)
+    floor: float = 0.0
 
     def fail(self, now: float, at_least: float = 0.0) -> float:
         self.failures += 1
-        delay = max(at_least, self.rng.uniform(0, min(self.cap, self.base * 2 ** (self.failures - 1))))
+        ceiling = min(self.cap, self.base * 2 ** min(self.failures - 1, 64))
+        delay = max(at_least, self.rng.uniform(self.floor * ceiling, ceiling))
         self.until = now + delay
         return delay
 
@@ -152,6 +160,9 @@ def _keep_bucket(table: dict[str, tuple[tuple[float, int], Pacer]], site: str, r
         table[site] = ((rate, burst), Pacer(rate=rate, burst=burst))
 
 
+#: A failed listing waits at least this share of its exponential delay (so failures in a row stay apart).
+LIST_BACKOFF_FLOOR = 0.5
+
 #: Most machines one batched launch request carries (EC2's RunInstances takes up to 1000 per call).
 BATCH_MAX = 1000
 #: Seconds after which a throttled site's batch size doubles (until a batch is throttled again).
@@ -174,7 +185,10 @@ class Provisioner:
     """The only path from the manager to cloud APIs."""
 
     def __init__(self, drivers: Mapping[str, NodeDriver], *, on_event: Callable[..., None] | None = None,
-                 backoff_base: float = 1.0, backoff_cap: float = 60.0) -> None:
+                 backoff_base: float = 1.0, backoff_cap: float = 60.0, config: OperatorConfig | None = None) -> None:
+        """``config``: what the operator allows sites of a spec to use (credential references, endpoints);
+        by default nothing: only the sites in ``drivers`` and built-in sites without options."""
+        self.config = config or OperatorConfig()
         self.drivers = dict(drivers)
         self.backoff = {name: Backoff(base=backoff_base, cap=backoff_cap) for name in self.drivers}
         self.broken: dict[str, str] = {}
@@ -189,6 +203,8 @@ class Provisioner:
         self.budget: dict[str, tuple[tuple[float, int], Pacer]] = {}
         #: per site, the last listing's answer per libcloud Node object (kept with it, so identity is safe)
         self._listed: dict[str, dict[int, tuple[Node, SiteNode]]] = {}
+        #: per site, the backoff of its listing (see :meth:`list`); apart from the launch backoff
+        self.list_backoff: dict[str, Backoff] = {}
 
     def ensure_site(self, site: SiteSpec) -> None:
         """Make the driver for a configured site, once; a site that cannot be made is marked broken."""
@@ -197,6 +213,11 @@ class Provisioner:
         if site.name in self.drivers or site.name in self.broken:
             return
         self.backoff.setdefault(site.name, Backoff(base=self._backoff_args[0], cap=self._backoff_args[1]))
+        refusal = self.config.site_refusal(site)
+        if refusal is not None:  # the spec asks for more than the operator allows: no driver, no request
+            self.broken[site.name] = refusal
+            log.error("site %s: %s", site.name, refusal)
+            return
         try:
             self.drivers[site.name] = make_site_driver(site)
         except Exception as exc:  # a missing credential, an unknown provider: say so, never retry blindly
@@ -404,8 +425,46 @@ class Provisioner:
         fn = getattr(driver, "ex_preempt", None)
         return bool(fn(self._node(record))) if fn else False
 
-    def list(self, site: str) -> dict[str, SiteNode]:
-        """What the site says exists, by our node id (from the node tag; else the machine's name)."""
+    def _list_backoff(self, site: str) -> Backoff:
+        backoff = self.list_backoff.get(site)
+        if backoff is None:
+            base, cap = self._backoff_args
+            # seeded by the site's name: a simulation replays the same delays
+            backoff = self.list_backoff[site] = Backoff(base=base, cap=cap, floor=LIST_BACKOFF_FLOOR,
+                                                        rng=random.Random(f"list:{site}"))
+        return backoff
+
+    def listing_wait(self, site: str, now: float) -> float:
+        """Seconds until the site may be listed again (0.0: now); failed listings back off."""
+        backoff = self.list_backoff.get(site)
+        return 0.0 if backoff is None else max(0.0, backoff.until - now)
+
+    def list(self, site: str, *, now: float | None = None) -> dict[str, SiteNode]:
+        """What the site says exists, by our node id (from the node tag; else the machine's name).
+
+        With ``now``, listings back off per site like launches do: a failed listing makes the site
+        unlisted for an exponentially growing, jittered, capped delay (reset by a listing that
+        works); asked within it, this raises :class:`RetryableError` without calling the site.
+        """
+        if now is not None:
+            wait = self.listing_wait(site, now)
+            if wait > 0:
+                raise RetryableError(f"listing of site {site} backs off for {wait:.1f}s more", wait)
+            try:
+                listed = self._list(site)
+            except Exception as exc:
+                backoff = self._list_backoff(site)
+                delay = backoff.fail(now)
+                err = classify(exc, delay=delay)
+                raise RetryableError(f"listing of site {site} failed ({backoff.failures} in a row; next in "
+                                     f"{delay:.1f}s): {err}", delay) from exc
+            done = self.list_backoff.get(site)
+            if done is not None:
+                done.succeed()
+            return listed
+        return self._list(site)
+
+    def _list(self, site: str) -> dict[str, SiteNode]:
         driver = self.driver(site)
         adapter = adapters.adapter_for(driver)
         out: dict[str, SiteNode] = {}

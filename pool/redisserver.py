@@ -1,11 +1,19 @@
-"""The embedded default: a private Redis server, started by the project, with append-only persistence."""
+"""The embedded default: a private Redis server, started by the project, with append-only persistence.
+
+The server binds 127.0.0.1 and requires a password, generated at its first start and kept in a file
+readable by its owner only (``{state}/redis/password``, in a 0700 directory); it restarts on the port
+it was given first (``{state}/redis/port``), so producers and managers reconnect to the same URL.
+Imports only redis-py and the standard library.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -14,20 +22,51 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote
 
 import redis
+
+from pool.secrets import remember
+
+log = logging.getLogger("elastic_pool.redis")
 
 
 class RedisUnavailable(RuntimeError):
     """No Redis could be reached or started."""
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` created (with its parents) as a directory only its owner can enter (0700)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable and writable by its owner only (0600), atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+class StateDirError(RuntimeError):
+    """The state directory cannot be created or used."""
+
+
 def state_dir() -> Path:
-    """``$POOL_HOME``, else ``~/.local/state/elastic-pool``; created on first use."""
+    """``$POOL_HOME``, else ``~/.local/state/elastic-pool``; created on first use, private to its owner."""
     home = os.environ.get("POOL_HOME")
     path = Path(home) if home else Path.home() / ".local" / "state" / "elastic-pool"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    try:
+        return private_dir(path)
+    except OSError as exc:
+        raise StateDirError(f"cannot use the state directory {path} ({exc.strerror or exc}); "
+                            "set POOL_HOME to a directory you can write") from None
 
 
 def redis_server_binary() -> str:
@@ -63,28 +102,59 @@ def ping(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nothing listens on ``host:port`` (so a server of ours may bind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as redis-server binds: TIME_WAIT is no owner
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def new_password() -> str:
+    """A fresh password for a Redis server: 192 random bits, URL-safe as it is."""
+    return secrets.token_hex(24)
+
+
+def auth_url(port: int, password: str, db: int = 0) -> str:
+    return f"redis://:{quote(password, safe='')}@127.0.0.1:{port}/{db}"
+
+
 @dataclass
 class RedisServer:
-    """One redis-server process bound to 127.0.0.1 on a port of its own."""
+    """One redis-server process bound to 127.0.0.1 on a port of its own, requiring a password.
+
+    The password goes to the server in a configuration file private to its owner, never on the
+    command line (which every local user can read in /proc).
+    """
 
     directory: Path
     port: int
     pid: int
+    password: str = ""
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return auth_url(self.port, self.password) if self.password else f"redis://127.0.0.1:{self.port}/0"
 
     @classmethod
-    def start(cls, directory: Path, *, port: int | None = None, appendonly: bool = True) -> "RedisServer":
+    def start(cls, directory: Path, *, port: int | None = None, appendonly: bool = True,
+              password: str | None = None) -> "RedisServer":
         """Start a daemonized server and wait until it answers PING (bounded)."""
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         port = port or free_port()
+        password = password or new_password()
+        remember(password)
         pidfile = directory / "redis.pid"
         with contextlib.suppress(FileNotFoundError):
             pidfile.unlink()
+        conf = directory / "redis.conf"
+        write_private(conf, f"requirepass {password}\n")
         cmd = [
             redis_server_binary(),
+            str(conf),
             "--bind", "127.0.0.1",
             "--port", str(port),
             "--protected-mode", "yes",
@@ -96,14 +166,18 @@ class RedisServer:
             "--pidfile", str(pidfile),
             "--logfile", str(directory / "redis.log"),
         ]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30)
-        url = f"redis://127.0.0.1:{port}/0"
+        old_umask = os.umask(0o077)  # the append-only file, the log and the pid file: private too
+        try:
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30)
+        finally:
+            os.umask(old_umask)
+        url = auth_url(port, password)
         deadline = time.monotonic() + 15
         delay = 0.02
         while time.monotonic() < deadline:
             if pidfile.exists() and ping(url, 0.5):
                 pid = int(pidfile.read_text().strip())
-                return cls(directory=directory, port=port, pid=pid)
+                return cls(directory=directory, port=port, pid=pid, password=password)
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
         log = (directory / "redis.log").read_text()[-500:] if (directory / "redis.log").exists() else ""
@@ -137,43 +211,102 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _embedded_dir() -> Path:
-    return state_dir() / "redis"
+    return private_dir(state_dir() / "redis")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def embedded_password() -> str:
+    """The embedded server's password, generated at its first start (a file only its owner reads)."""
+    path = _embedded_dir() / "password"
+    password = _read(path)
+    if password is None or not password.isalnum():
+        password = new_password()
+        write_private(path, password + "\n")
+    remember(password)
+    return password
+
+
+def _recorded_port() -> int | None:
+    text = _read(_embedded_dir() / "port")
+    return int(text) if text and text.isdigit() and 0 < int(text) < 65536 else None
+
+
+def _server_info() -> dict[str, int] | None:
+    """``server.json`` (port and pid of the running server) if it is there and well formed."""
+    text = _read(_embedded_dir() / "server.json")
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+        return {"port": int(data["port"]), "pid": int(data["pid"])}
+    except (ValueError, TypeError, KeyError):
+        log.warning("ignoring a malformed %s", _embedded_dir() / "server.json")
+        return None
 
 
 def embedded_url() -> str | None:
-    """The URL of the running embedded server, if there is one."""
-    info = _embedded_dir() / "server.json"
-    if not info.exists():
+    """The URL (with its password) of the running embedded server, if there is one."""
+    info = _server_info()
+    if info is None:
         return None
-    data = json.loads(info.read_text())
-    url = str(data["url"])
+    url = auth_url(info["port"], embedded_password())
     return url if ping(url) else None
 
 
 def ensure_embedded() -> str:
-    """Start the embedded server unless it runs; return its URL."""
+    """Start the embedded server unless it runs; return its URL.
+
+    It starts on the port it had before (recorded at its first start), so every client that knew
+    the URL reconnects; only when something else took that port does it move, with a warning.
+    """
     directory = _embedded_dir()
-    directory.mkdir(parents=True, exist_ok=True)
     with _locked(directory / ".lock"):
         url = embedded_url()
         if url:
             return url
-        server = RedisServer.start(directory)
-        (directory / "server.json").write_text(
-            json.dumps({"url": server.url, "port": server.port, "pid": server.pid})
-        )
+        port = _recorded_port()
+        if port is not None and not port_free(port):
+            log.warning("the embedded Redis's port %d is taken by another program: starting on a new port", port)
+            port = None
+        server = RedisServer.start(directory, port=port, password=embedded_password())
+        write_private(directory / "port", f"{server.port}\n")
+        write_private(directory / "server.json",
+                      json.dumps({"url": server.url, "port": server.port, "pid": server.pid}))
         return server.url
 
 
 def stop_embedded() -> bool:
-    """Stop the embedded server if this project started it; True if one was stopped."""
-    info = _embedded_dir() / "server.json"
-    if not info.exists():
+    """Stop the embedded server if this project started it; True if one was stopped.
+
+    The port and password stay recorded: the next start serves the same URL.
+    """
+    info = _server_info()
+    path = _embedded_dir() / "server.json"
+    if info is None:
+        path.unlink(missing_ok=True)
         return False
-    data = json.loads(info.read_text())
-    RedisServer(directory=_embedded_dir(), port=int(data["port"]), pid=int(data["pid"])).stop()
-    info.unlink()
+    if not _is_redis_server(info["pid"]):  # not ours (a stale or edited file): signal nothing
+        path.unlink(missing_ok=True)
+        return False
+    RedisServer(directory=_embedded_dir(), port=info["port"], pid=info["pid"]).stop()
+    path.unlink(missing_ok=True)
     return True
+
+
+def _is_redis_server(pid: int) -> bool:
+    """Whether ``pid`` is a redis-server process of this user (before any signal is sent to it)."""
+    try:
+        st = os.stat(f"/proc/{pid}")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and b"redis-server" in cmdline.split(b"\0", 1)[0]
 
 
 def resolve_url(*, start: bool = True) -> str:

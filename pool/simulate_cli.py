@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -9,15 +10,29 @@ from typing import Any, NoReturn
 import click
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, emoji=False)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    """One line on stderr naming what is wrong, then exit."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """One line on stderr naming what is wrong (secrets masked, at most about 400 characters), then exit."""
+    from pool.secrets import redact_text
+
+    text = " ".join(redact_text(str(message)).split())
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    if len(text) > 400:
+        text = text[:397] + "..."
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
     sys.exit(code)
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A float option that is a finite number (``nan`` and ``inf`` pass click's ranges)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value!r} is not a finite number of seconds")
+    return value
 
 
 def _pairs(text: str | None, what: str) -> dict[str, Any]:
@@ -55,11 +70,11 @@ def _fmt(value: Any, digits: int = 1) -> str:
 @click.option("--spec", "spec_path", default=None, type=click.Path(dir_okay=False),
               help="YAML with domain fields to start from: min, max, celery (concurrency), timeouts, scaling")
 @click.option("--scaling", default=None, metavar="K=V,...", help="scaling: overrides, e.g. stabilization=60")
-@click.option("--tick", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
-              help="simulated seconds between decider ticks")
-@click.option("--tail", default=900.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--tick", default=1.0, show_default=True, type=click.FloatRange(min=0.01, max=86400),
+              callback=_finite, help="simulated seconds between decider ticks")
+@click.option("--tail", default=900.0, show_default=True, type=click.FloatRange(min=0, max=1e8), callback=_finite,
               help="after the last task, simulate at most this long for the domain to shrink to min")
-@click.option("--horizon", default=None, type=click.FloatRange(min=0),
+@click.option("--horizon", default=None, type=click.FloatRange(min=0, max=1e9), callback=_finite,
               help="stop at this simulated time even if tasks remain (default: last arrival + 6 h + tail)")
 @click.option("--swf-processors-per-task", default=1, show_default=True, type=click.IntRange(min=0),
               help="SWF: a job on P processors becomes ceil(P / this) tasks; 0: one task per job")
@@ -80,9 +95,16 @@ def simulate(trace: str, policies: tuple[str, ...], site_profile: str, seed: int
     try:
         choices = [parse_policy(p) for p in policies]
         profile = parse_profile(site_profile)
-        tasks = load_trace(trace, processors_per_task=swf_processors_per_task or None, max_tasks=max_tasks)
     except (SimulationError, TraceError, ValueError) as exc:
         _fail(str(exc))
+    try:
+        tasks = load_trace(trace, processors_per_task=swf_processors_per_task or None, max_tasks=max_tasks)
+    except (SimulationError, TraceError) as exc:
+        _fail(str(exc))
+    except (ValueError, ArithmeticError) as exc:  # a parameter the family's formulas cannot take
+        _fail(f"--trace {trace!r}: {exc}; see docs/simulator.md for each family's parameters")
+    except OSError as exc:
+        _fail(f"--trace {trace!r}: cannot read it: {exc.strerror or exc}")
     base: dict[str, Any] = {}
     if spec_path is not None:
         try:
@@ -99,13 +121,16 @@ def simulate(trace: str, policies: tuple[str, ...], site_profile: str, seed: int
                                horizon=horizon, base=base, scaling=_pairs(scaling, "--scaling"))
     except SimulationError as exc:
         _fail(str(exc))
-    json_path, png_path = write_report(report, out)
+    try:
+        json_path, png_path = write_report(report, out)
+    except OSError as exc:
+        _fail(f"cannot write the report to {out}: {exc.strerror or exc}; choose another --out directory", 1)
 
-    console = Console(width=None if sys.stdout.isatty() else 140)
+    console = Console(width=None if sys.stdout.isatty() else 140, emoji=False)
     table = Table("POLICY", "WORKER-H", "MEAN WAIT s", "P95 WAIT s", "MAKESPAN s", "PEAK", "LAUNCHES",
-                  "UNFINISHED", title=f"{trace}: {len(tasks)} tasks, site {profile.name}, seed {seed}")
+                  "UNFINISHED", title=escape(f"{trace}: {len(tasks)} tasks, site {profile.name}, seed {seed}"))
     for r in report["results"]:
-        table.add_row(r["policy"], _fmt(r["worker_hours"], 2), _fmt(r["mean_wait"]), _fmt(r["p95_wait"]),
+        table.add_row(escape(str(r["policy"])), _fmt(r["worker_hours"], 2), _fmt(r["mean_wait"]), _fmt(r["p95_wait"]),
                       _fmt(r["makespan"]), _fmt(r["peak_workers"]), _fmt(r["launches"]), _fmt(r["unfinished"]))
     console.print(table)
-    console.print(f"report: {json_path}\nplot:   {png_path}", highlight=False)
+    console.print(f"report: {json_path}\nplot:   {png_path}", highlight=False, markup=False)

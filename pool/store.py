@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import math
 import threading
 import time
 from collections import deque
@@ -11,8 +13,11 @@ from typing import Any, Callable, Iterable, Sequence
 
 import redis
 
-from pool.model import DomainSpec, DomainState, Heartbeat, NodeRecord
+from pool.model import DomainSpec, DomainState, Heartbeat, InvalidRecord, NodeRecord, SpecError, parse_domain_spec
+from pool.secrets import redact, redact_text
 from pool.workqueue import WorkItem
+
+log = logging.getLogger("elastic_pool.store")
 
 EVENT_LOG_LENGTH = 2000
 #: seconds a node's heartbeat hash outlives its last beat
@@ -142,6 +147,11 @@ class Store:
         self._reading = threading.Lock()  # one incremental read at a time (the caches are shared)
         self._records: dict[str, _Records] = {}
         self._beats: dict[str, _Beats] = {}
+        self._specs: dict[str, tuple[str, DomainSpec | None]] = {}
+        #: stored specs that did not validate: name -> one-line reason (redacted)
+        self.refused: dict[str, str] = {}
+        #: stored node records that did not validate: (domain, node id) -> one-line reason
+        self.refused_records: dict[tuple[str, str], str] = {}
 
     def fenced(self, role: str, token: int) -> "Store":
         """A view of this store whose writes carry ``token`` for ``role``."""
@@ -214,12 +224,37 @@ class Store:
         return bool(self.r.hset(self._k("domains"), spec.name, spec.model_dump_json()))
 
     def get_domain(self, name: str) -> DomainSpec | None:
+        """The domain's spec, validated again as read (``None`` when absent or refused)."""
         raw = self.r.hget(self._k("domains"), name)
-        return DomainSpec.model_validate_json(raw) if raw else None
+        return self._spec(name, raw) if raw else None
 
     def domains(self) -> list[DomainSpec]:
+        """Every domain whose stored spec validates; the others are left out (see :attr:`refused`)."""
         raw = self.r.hgetall(self._k("domains"))
-        return [DomainSpec.model_validate_json(v) for _, v in sorted(raw.items())]
+        specs = [self._spec(name, text) for name, text in sorted(raw.items())]
+        return [spec for spec in specs if spec is not None]
+
+    def _spec(self, name: str, text: str) -> DomainSpec | None:
+        """Validate a stored spec as if it were applied anew: anything in Redis is untrusted input."""
+        hit = self._specs.get(name)
+        if hit is not None and hit[0] == text:
+            return hit[1]
+        spec: DomainSpec | None = None
+        try:
+            data = json.loads(text)
+            if isinstance(data, dict) and data.get("name") != name:
+                raise SpecError(f"stored under {name[:64]!r} but named {str(data.get('name'))[:64]!r}")
+            spec = parse_domain_spec(data)
+            self.refused.pop(name, None)
+        except (ValueError, RecursionError, TypeError) as exc:
+            reason = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:300]
+            if self.refused.get(name) != reason:
+                log.warning("domain %r in the store refused: %s", name[:64], reason)
+            self.refused[name] = reason
+        if len(self._specs) > 10_000:
+            self._specs.clear()
+        self._specs[name] = (text, spec)
+        return spec
 
     def delete_domain(self, name: str) -> None:
         keys = [self._d(name, k) for k in ("state", "override", "nodes", "events", "nx", "hbt", "hbs", "hbn", "hbx")]
@@ -230,9 +265,14 @@ class Store:
         pipe.execute()
 
     def get_state(self, domain: str) -> DomainState:
+        """The manager's memory of the domain; a malformed one is started anew (logged)."""
         raw, override = self.r.mget(self._d(domain, "state"), self._d(domain, "override"))
-        state = DomainState.from_json(raw)
-        state.override = int(override) if override not in (None, "") else None
+        try:
+            state = DomainState.from_json(raw)
+        except (ValueError, TypeError, RecursionError):
+            log.warning("domain %s: stored state malformed; starting from an empty one", domain)
+            state = DomainState()
+        state.override = int(override) if override and override.isdigit() and len(override) < 10 else None
         return state
 
     def put_state(self, domain: str, state: DomainState) -> None:
@@ -270,30 +310,47 @@ class Store:
             if entries is None:
                 raw = replies[-1] if position is None else self.r.hgetall(key)
                 before = cache.parsed
-                parsed: dict[str, tuple[str, NodeRecord]] = {}
+                parsed: dict[str, tuple[str, NodeRecord | None]] = {}
                 for node_id, text in raw.items():
                     hit = before.get(node_id)
-                    parsed[node_id] = hit if hit is not None and hit[0] == text else (text, NodeRecord.from_json(text))
+                    parsed[node_id] = hit if hit is not None and hit[0] == text else (
+                        text, self._record(domain, node_id, text))
                 cache.parsed = parsed
                 cache.ordered = None
             elif entries:
-                ids = list(dict.fromkeys(i for _, fields in entries for i in json.loads(fields["ids"])))
+                ids = list(dict.fromkeys(i for _, fields in entries for i in _changed_ids(fields)))
                 parsed = cache.parsed
-                for node_id, text in zip(ids, self.r.hmget(key, ids)):
+                for node_id, text in zip(ids, self.r.hmget(key, ids)) if ids else ():
                     if text is None:
                         parsed.pop(node_id, None)
                         continue
                     hit = parsed.get(node_id)
                     if hit is None or hit[0] != text:
-                        parsed[node_id] = (text, NodeRecord.from_json(text))
+                        parsed[node_id] = (text, self._record(domain, node_id, text))
                 cache.ordered = None
             if cache.ordered is None:
-                cache.ordered = sorted((rec for _, rec in cache.parsed.values()), key=_created)
+                cache.ordered = sorted((rec for _, rec in cache.parsed.values() if rec is not None), key=_created)
             return list(cache.ordered)
+
+    def _record(self, domain: str, node_id: str, text: str) -> NodeRecord | None:
+        """A stored record, validated; ``None`` (and a note in :attr:`refused_records`) if it is not one
+        the pool could have written: a record that is refused is never acted on."""
+        try:
+            rec = NodeRecord.from_json(text)
+            if rec.domain != domain or rec.node_id != node_id:
+                raise InvalidRecord("node record: stored under another domain or node id")
+        except InvalidRecord as exc:
+            if (domain, node_id) not in self.refused_records:
+                log.warning("domain %s: node record %r refused: %s", domain, node_id[:64], exc)
+            if len(self.refused_records) < 10_000:
+                self.refused_records[(domain, node_id[:128])] = str(exc)
+            return None
+        self.refused_records.pop((domain, node_id), None)
+        return rec
 
     def node(self, domain: str, node_id: str) -> NodeRecord | None:
         raw = self.r.hget(self._d(domain, "nodes"), node_id)
-        return NodeRecord.from_json(raw) if raw else None
+        return self._record(domain, node_id, raw) if raw else None
 
     def put_nodes(self, records: Iterable[NodeRecord], *, work: Iterable[WorkItem] = ()) -> None:
         """Write records, and queue the provisioning work that acts on them in the same commit."""
@@ -406,13 +463,16 @@ class Store:
                 self._hash_beats_script(keys=[self.heartbeat_key(domain, i) for i in hash_only], client=pipe)
             replies = pipe.execute()
             for i, raw in zip(unread, replies):
-                if raw and "time" in raw:
-                    out[i] = beats[i] = _heartbeat(_as_dict(raw), float(times[i]))
+                when = _number(str(times[i]))
+                if raw and "time" in raw and when is not None:
+                    out[i] = beats[i] = _heartbeat(_as_dict(raw), when)
             if hash_only:
                 found = replies[-1]
                 for at in range(0, len(found), 2):
                     raw = _as_dict(found[at + 1])
-                    out[hash_only[int(found[at])]] = _heartbeat(raw, float(raw["time"]))
+                    when = _number(raw.get("time"))
+                    if when is not None:  # a beat whose time is not a number is no sign of life
+                        out[hash_only[int(found[at])]] = _heartbeat(raw, when)
             return {i: out[i] for i in ids if i in out}  # in the order asked
 
     def _beats_since(self, client: Any, domain: str, number: str | None) -> Any:
@@ -443,11 +503,11 @@ class Store:
 
     # -- events -----------------------------------------------------------------------
     def record(self, domain: str, kind: str, now: float, **data: Any) -> None:
-        """Append to the domain's bounded event log."""
+        """Append to the domain's bounded event log (secrets masked)."""
         pipe = self.r.pipeline(transaction=False)
         pipe.xadd(
             self._d(domain, "events"),
-            {"kind": kind, "time": repr(now), "data": json.dumps(data, default=str)},
+            {"kind": kind, "time": repr(now), "data": _event_data(data)},
             maxlen=EVENT_LOG_LENGTH,
             approximate=True,
         )
@@ -459,7 +519,10 @@ class Store:
         for _id, fields in self.r.xrevrange(self._d(domain, "events"), count=count * (5 if kind else 1)):
             if kind and fields.get("kind") != kind:
                 continue
-            out.append({"kind": fields["kind"], "time": float(fields["time"]), **json.loads(fields["data"])})
+            event = _event(fields)
+            if event is None:
+                continue
+            out.append(event)
             if len(out) >= count:
                 break
         return out
@@ -472,7 +535,16 @@ class Store:
         self.r.hdel(self._k("managers"), manager_id)
 
     def managers(self) -> dict[str, dict[str, Any]]:
-        return {k: json.loads(v) for k, v in self.r.hgetall(self._k("managers")).items()}
+        """Registered managers; an entry that is not a JSON object is left out."""
+        out: dict[str, dict[str, Any]] = {}
+        for k, v in self.r.hgetall(self._k("managers")).items():
+            try:
+                info = json.loads(v)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(info, dict):
+                out[k[:128]] = info
+        return out
 
     def request_shutdown(self) -> None:
         self.r.set(self._k("control", "shutdown"), repr(time.time()))
@@ -509,6 +581,8 @@ class MemoryStore(Store):
         self._events: dict[str, deque[dict[str, Any]]] = {}
         self._managers: dict[str, dict[str, Any]] = {}
         self._shutdown: float | None = None
+        self.refused: dict[str, str] = {}  # nothing is serialized here, so nothing is ever refused
+        self.refused_records: dict[tuple[str, str], str] = {}
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = "ep", timeout: float = 5.0) -> MemoryStore:
@@ -673,7 +747,7 @@ class _Records:
 
     def __init__(self) -> None:
         self.position: str | None = None  # last change read; None: read every record next time
-        self.parsed: dict[str, tuple[str, NodeRecord]] = {}  # node id -> (its JSON as read, the record)
+        self.parsed: dict[str, tuple[str, NodeRecord | None]] = {}  # node id -> (its JSON as read, the record; None: refused)
         self.ordered: list[NodeRecord] | None = None  # by creation; None: sort again
 
 
@@ -757,6 +831,49 @@ def _changes_since(replies: list[Any], position: str | None,
     return entries, newest
 
 
+def _changed_ids(fields: dict[str, str]) -> list[str]:
+    """The record ids a change-stream entry names (none, if the entry is not one the store wrote)."""
+    try:
+        ids = json.loads(fields.get("ids", "[]"))
+    except (ValueError, RecursionError):
+        return []
+    return [i for i in ids if isinstance(i, str)][:RECORD_IDS_PER_CHANGE] if isinstance(ids, list) else []
+
+
+def _event_data(data: dict[str, Any]) -> str:
+    """An event's fields as stored: JSON with secrets masked, long values cut."""
+    clean = redact(json.loads(json.dumps(data, default=str)))
+    for k, v in clean.items():
+        if isinstance(v, str) and len(v) > 2000:
+            clean[k] = v[:2000] + "..."
+    return json.dumps(clean, default=str)
+
+
+def _event(fields: dict[str, str]) -> dict[str, Any] | None:
+    """An event as read back (``None`` when it is not one the store wrote)."""
+    try:
+        data = json.loads(fields.get("data", "{}"))
+        when = float(fields.get("time", "nan"))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or not math.isfinite(when):
+        return None
+    data.pop("kind", None)
+    data.pop("time", None)
+    return {"kind": str(fields.get("kind", ""))[:64], "time": when, **data}
+
+
+def _number(raw: str | None, default: float | None = None) -> float | None:
+    """A finite float from a heartbeat field written by a worker, else ``default``."""
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        return default
+    return value if math.isfinite(value) else default
+
+
 def _as_dict(raw: Any) -> dict[str, str]:
     if isinstance(raw, dict):
         return raw
@@ -766,12 +883,13 @@ def _as_dict(raw: Any) -> dict[str, str]:
 
 def _heartbeat(raw: dict[str, str], when: float) -> Heartbeat:
     """A heartbeat hash as read (``when``: its time)."""
+    active = _number(raw.get("active"), 0.0) or 0.0
     return Heartbeat(
         time=when,
         ready=raw.get("ready") == "1",
-        active=max(0, int(raw.get("active", 0))),
-        idle_since=float(raw["idle_since"]) if raw.get("idle_since") else None,
+        active=int(min(max(active, 0.0), 1e6)),
+        idle_since=_number(raw.get("idle_since")),
         workload_alive=raw.get("workload_alive", "1") == "1",
         draining=raw.get("draining") == "1",
-        preempt_notice=float(raw["preempt_notice"]) if raw.get("preempt_notice") else None,
+        preempt_notice=_number(raw.get("preempt_notice")),
     )

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, replace
+import re
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Iterable
 
 import redis
+
+from pool.model import ID_RE, PROVIDER_ID_RE
 
 log = logging.getLogger("elastic_pool.workqueue")
 
@@ -44,8 +47,46 @@ class WorkItem:
 
     @classmethod
     def from_entry(cls, entry_id: str, fields: dict[str, str], deliveries: int = 1) -> WorkItem:
-        data = json.loads(fields["item"])
-        return cls(**data, entry_id=entry_id, deliveries=deliveries)
+        """The item of a stream entry, every field checked; :class:`InvalidWorkItem` if it is not one
+        the pool could have queued (anything in Redis is untrusted input)."""
+        try:
+            data = json.loads(fields.get("item", ""))
+        except (ValueError, RecursionError):
+            raise InvalidWorkItem("work item: not JSON") from None
+        return cls(**_checked_item(data), entry_id=entry_id, deliveries=deliveries)
+
+
+class InvalidWorkItem(ValueError):
+    """A stream entry that is not a work item the pool wrote: acknowledged and dropped, never acted on."""
+
+
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _checked_item(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict) or set(data) - _ITEM_FIELDS:
+        raise InvalidWorkItem("work item: not an object of the work item's fields")
+    if data.get("op") not in ("launch", "terminate"):
+        raise InvalidWorkItem("work item: op must be launch or terminate")
+    if not isinstance(data.get("domain"), str) or not _NAME.fullmatch(data["domain"]):
+        raise InvalidWorkItem("work item: domain is not a domain name")
+    for name in ("node_id", "site") + (("launch_id",) if data.get("launch_id") else ()):
+        value = data.get(name, "")
+        if not isinstance(value, str) or not (ID_RE.fullmatch(value) or (name == "site" and value == "")):
+            raise InvalidWorkItem(f"work item: {name} is not an id")
+    provider_id = data.get("provider_id")
+    if provider_id is not None and not (isinstance(provider_id, str) and PROVIDER_ID_RE.fullmatch(provider_id)):
+        raise InvalidWorkItem("work item: provider_id is not a machine id")
+    grace = data.get("grace", 0.0)
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= 7 * 86400:
+        raise InvalidWorkItem("work item: grace must be seconds between 0 and a week")
+    reason = data.get("reason", "")
+    if not isinstance(reason, str):
+        raise InvalidWorkItem("work item: reason must be text")
+    return {**data, "grace": float(grace), "reason": reason[:500]}
+
+
+_ITEM_FIELDS = {f.name for f in fields(WorkItem)} - {"entry_id", "deliveries"}
 
 
 class WorkQueue:
@@ -98,18 +139,26 @@ class WorkQueue:
             self._group_ready = False
             self.ensure_group()
             res = [None, []]
-        for entry_id, fields in res[1]:
-            if fields:  # a deleted entry comes back empty
-                out.append(WorkItem.from_entry(entry_id, fields, deliveries=2))
+        for entry_id, entry in res[1]:
+            if entry:  # a deleted entry comes back empty
+                self._take(out, entry_id, entry, deliveries=2)
         if out:
             log.info("%s took over %d abandoned work item(s)", consumer, len(out))
             return out
         streams = self.r.xreadgroup(GROUP, consumer, {self.key: ">"}, count=count,
                                     block=max(1, int(block * 1000)) if block > 0 else None)
         for _key, entries in streams or []:
-            for entry_id, fields in entries:
-                out.append(WorkItem.from_entry(entry_id, fields))
+            for entry_id, entry in entries:
+                self._take(out, entry_id, entry)
         return out
+
+    def _take(self, out: list[WorkItem], entry_id: str, entry: dict[str, str], deliveries: int = 1) -> None:
+        """Append the entry's item to ``out``; an entry that is not a valid item is acknowledged and dropped."""
+        try:
+            out.append(WorkItem.from_entry(entry_id, entry, deliveries=deliveries))
+        except InvalidWorkItem as exc:
+            log.error("work queue entry %s refused and dropped: %s", entry_id, exc)
+            self.done([WorkItem(op="", domain="", node_id="", entry_id=entry_id)])
 
     def done(self, items: Iterable[WorkItem]) -> None:
         ids = [i.entry_id for i in items if i.entry_id]

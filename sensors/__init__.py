@@ -33,6 +33,11 @@ def load_sensor(name: str, params: Mapping[str, Any]) -> Sensor:
 
 
 def error_text(exc: BaseException) -> str:
-    """One line naming what failed."""
+    """One line naming what failed, secrets masked and at most about 300 characters."""
+    from pool.secrets import redact_text
+
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = redact_text(text)
+    if len(text) > 300:
+        text = text[:300] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -12,29 +13,54 @@ from typing import Any, NoReturn
 import click
 
 from pool.redisserver import free_port
+from pool.secrets import redact_text
 from spark.master import known_masters, read_master
 from spark.rest import SparkNotInstalled, Unreachable, app_api, get_json, spark_bin, spark_home
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    """One line on stderr (secrets masked, at most about 400 characters), then exit."""
+    text = " ".join(redact_text(str(message)).split())
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    if len(text) > 400:
+        text = text[:397] + "..."
+    click.echo(f"error: {text}", err=True)
     sys.exit(code)
+
+
+def _interval(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value) or not 0.1 <= value <= 3600:
+        raise click.BadParameter(f"{value!r} is not between 0.1 and 3600 seconds")
+    return value
+
+
+def _masters() -> dict[str, dict[str, Any]]:
+    try:
+        return known_masters()
+    except (OSError, RuntimeError) as exc:  # the state directory cannot be used
+        _fail(str(exc) if "state directory" in str(exc) else
+              f"cannot read the recorded Spark masters: {exc}; set POOL_HOME to a directory you can write")
 
 
 def _master_of(domain: str | None) -> tuple[str, dict[str, Any]]:
     """The recorded master of ``domain`` (or of the only Spark domain), or a one-line error."""
-    masters = known_masters()
+    masters = _masters()
     if domain is None:
         if len(masters) == 1:
             return next(iter(masters.items()))
         if not masters:
             _fail("no Spark domain has a master: `pool apply -f examples/spark-domain.yaml`, then `pool up`")
         _fail(f"several Spark domains ({', '.join(sorted(masters))}): name one with --domain")
-    data = read_master(domain)
+    try:
+        data = read_master(domain)
+    except (OSError, RuntimeError, ValueError):
+        data = None
     if data is None:
         known = ", ".join(sorted(masters)) or "none"
         _fail(f"domain {domain!r} has no Spark master recorded (Spark domains with one: {known}); "
               "is `pool up` running?")
+    if not isinstance(data.get("url"), str) or not str(data["url"]).startswith("spark://"):
+        _fail(f"the recorded Spark master of {domain} has no spark:// URL; restart `pool up` to record it again", 1)
     return domain, data
 
 
@@ -51,7 +77,9 @@ def master(domain: str, ui: bool) -> None:
     _, data = _master_of(domain)
     if data.get("state") == "starting":
         click.echo(f"note: the master of {domain} is still starting", err=True)
-    click.echo(data["ui"] if ui else data["url"])
+    if ui and not isinstance(data.get("ui"), str):
+        _fail(f"the recorded Spark master of {domain} has no web UI address", 1)
+    click.echo(redact_text(data["ui"] if ui else data["url"]))
 
 
 @spark.command("submit", context_settings={"ignore_unknown_options": True,
@@ -61,7 +89,8 @@ def master(domain: str, ui: bool) -> None:
 @click.option("--log-level", default="WARN", show_default=True, help="driver log level")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="print task progress from the driver's REST API")
-@click.option("--interval", default=2.0, show_default=True, help="seconds between progress lines")
+@click.option("--interval", default=2.0, show_default=True, type=float, callback=_interval,
+              help="seconds between progress lines")
 @click.argument("script")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def submit(domain: str | None, confs: tuple[str, ...], log_level: str, progress: bool, interval: float,
@@ -69,7 +98,10 @@ def submit(domain: str | None, confs: tuple[str, ...], log_level: str, progress:
     """Run SCRIPT with spark-submit on the domain's master (with its decommission defaults)."""
     name, data = _master_of(domain)
     host = str(data.get("host") or "127.0.0.1")
-    ui_port = free_port(host)
+    try:
+        ui_port = free_port(host)
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot find a free port for the driver UI on {host!r} (the master's recorded host): {exc}", 1)
     conf: dict[str, str] = dict(data.get("submit_conf") or {})
     conf.update({
         "spark.driver.host": host,
@@ -95,8 +127,11 @@ def submit(domain: str | None, confs: tuple[str, ...], log_level: str, progress:
     env.setdefault("PYSPARK_PYTHON", sys.executable)
     env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     driver_ui = f"http://{host}:{ui_port}"
-    click.echo(f"submitting {script} to {name} ({data['url']}); driver UI: {driver_ui}", err=True)
-    proc = subprocess.Popen(cmd, env=env)
+    click.echo(redact_text(f"submitting {script} to {name} ({data['url']}); driver UI: {driver_ui}"), err=True)
+    try:
+        proc = subprocess.Popen(cmd, env=env)
+    except OSError as exc:
+        _fail(f"cannot run {cmd[0]}: {exc.strerror or exc}", 1)
     stop = threading.Event()
     watcher = threading.Thread(target=_progress, args=(driver_ui, stop, interval), daemon=True)
     if progress:

@@ -93,7 +93,7 @@ class RunningManager:
 
 @pytest.fixture
 def running_manager(store: Store, redis_url: str, pool_home: Path) -> Iterator[RunningManager]:
-    driver = LocalNodeDriver(ex_state_dir=str(pool_home / "sites" / "local"))
+    driver = LocalNodeDriver(ex_state_dir=str(pool_home / "sites" / "local"), ex_worker_env=("DEMO_*",))
     manager = Manager(store=store, provisioner=Provisioner({"local": driver}), redis_url=redis_url)
     rm = RunningManager(manager, driver)
     rm.thread.start()

@@ -77,7 +77,8 @@ def test_user_session_on_the_embedded_default(env: dict[str, str]) -> None:
         while not server.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         url = json.loads(server.read_text())["url"]
-        assert url.startswith("redis://127.0.0.1:") and not url.startswith("redis://127.0.0.1:6379")
+        password = (Path(env["POOL_HOME"]) / "redis" / "password").read_text().strip()
+        assert url.startswith(f"redis://:{password}@127.0.0.1:") and ":6379/" not in url
         assert "created" in run(["apply", "-f", "examples/celery-domain.yaml"], env).stdout
         assert "configured" in run(["apply", "-f", "examples/celery-domain.yaml"], env).stdout
         rows = json.loads(run(["ls", "--json"], env).stdout)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from pool.config import OperatorConfig
 from pool.drivers.sim import parse_profile
 from pool.model import NodeState
 from pool.simfleet import Fleet
@@ -50,13 +53,18 @@ def test_spot_first_falls_back_to_on_demand_and_spread_follows_weights() -> None
     assert spread.count(site="x") == 6 and spread.count(site="y") == 3
 
 
-def test_a_broken_site_is_not_hammered_and_the_others_take_the_load() -> None:
+@pytest.mark.parametrize("allowed, why", [
+    ((), "is not among the credential references the operator allows"),  # the operator allows none by default
+    (("env:EP_TEST_*",), "EP_TEST_UNSET_KEY is not set"),
+])
+def test_a_broken_site_is_not_hammered_and_the_others_take_the_load(allowed: tuple[str, ...], why: str) -> None:
     fleet = Fleet(domain(4, sites=[{"name": "bad", "provider": "ec2", "key": "env:EP_TEST_UNSET_KEY",
                                     "secret": "env:EP_TEST_UNSET_SECRET"}, {"name": "good", "rank": 1}]),
                   profiles={"good": "local"})
+    fleet.provisioner.config = OperatorConfig(credentials=allowed)
     assert fleet.run_until(lambda f: f.count() == 4, limit=120) is not None
     assert fleet.count(site="good") == 4
-    assert "EP_TEST_UNSET_KEY is not set" in fleet.provisioner.broken["bad"]
+    assert why in fleet.provisioner.broken["bad"]
 
 
 def test_pacing_keeps_launch_requests_within_the_site_bucket() -> None:

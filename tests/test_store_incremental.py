@@ -21,7 +21,8 @@ D = "inc"
 
 def other(store: Store) -> Store:
     """Another client on the same Redis and namespace: another manager, or an agent."""
-    url = "redis://{host}:{port}/{db}".format(**store.r.connection_pool.connection_kwargs)
+    kw = store.r.connection_pool.connection_kwargs
+    url = "redis://:{password}@{host}:{port}/{db}".format(**kw)
     return Store.from_url(url, namespace=store.ns)
 
 

@@ -1,4 +1,11 @@
-"""The `local` site: a libcloud NodeDriver whose nodes are process groups on this machine."""
+"""The `local` site: a libcloud NodeDriver whose nodes are process groups on this machine.
+
+Every machine lives in a directory of its own under the site's directory (private to its owner:
+0700, user-data and console 0600); a machine id is only ever a name inside that directory, never a
+path, so nothing read back from the store can make the site signal or remove anything else. A
+worker gets an explicit environment (a fixed base plus what the operator allows), never the
+manager's. Imports libcloud, ``pool.config``, ``pool.model`` and ``pool.redisserver`` only.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,10 @@ from typing import Any
 
 from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeLocation, NodeSize
 from libcloud.compute.types import NodeState
+
+from pool.config import OperatorConfig
+from pool.model import ID_RE
+from pool.redisserver import private_dir, write_private
 
 PROVIDER = "elastic_local"
 
@@ -84,14 +95,16 @@ class LocalNodeDriver(NodeDriver):
     features: dict[str, list[str]] = {"create_node": []}
 
     def __init__(self, key: str = "local", secret: str | None = None, *, ex_state_dir: str | None = None,
-                 **kwargs: Any) -> None:
+                 ex_worker_env: tuple[str, ...] = (), **kwargs: Any) -> None:
+        """``ex_worker_env``: patterns of the manager's environment variables that workers receive
+        besides the fixed base (the operator's ``worker_env``)."""
         super().__init__(key=key, secret=secret)
         if ex_state_dir is None:
             from pool.redisserver import state_dir
 
             ex_state_dir = str(state_dir() / "sites" / "local")
-        self.root = Path(ex_state_dir)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = private_dir(Path(ex_state_dir))
+        self.env_config = OperatorConfig(worker_env=tuple(ex_worker_env))
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
 
@@ -107,13 +120,19 @@ class LocalNodeDriver(NodeDriver):
 
     # -- records --------------------------------------------------------------------------
     def _dir(self, node_id: str) -> Path:
+        """The machine's directory: a plain name inside the site's directory, or ``ValueError``."""
+        if not isinstance(node_id, str) or not ID_RE.fullmatch(node_id) or node_id in (".", ".."):
+            raise ValueError(f"{str(node_id)[:80]!r} is not a machine id of the local site")
         return self.root / node_id
 
     def _load(self, node_id: str) -> dict[str, Any] | None:
         try:
-            return json.loads((self._dir(node_id) / "node.json").read_text())  # type: ignore[no-any-return]
+            rec = json.loads((self._dir(node_id) / "node.json").read_text())
         except (OSError, ValueError):
             return None
+        ok = (isinstance(rec, dict) and rec.get("id") == node_id and isinstance(rec.get("pid"), int)
+              and rec["pid"] > 1)
+        return rec if ok else None
 
     def _alive(self, rec: dict[str, Any], groups: set[int] | None = None) -> bool:
         child = self._children.get(rec["id"])
@@ -159,14 +178,15 @@ class LocalNodeDriver(NodeDriver):
             directory = self._dir(node_id)
             if (directory / "node.json").exists():
                 raise ValueError(f"local node {node_id!r} exists already")
-            directory.mkdir(parents=True, exist_ok=True)
+            private_dir(directory)
             script = directory / "user-data"
-            script.write_text(ex_userdata)
-            env = dict(os.environ)
+            write_private(script, ex_userdata)  # it holds the worker's secrets
+            env = self.env_config.worker_environment(os.environ)
             env.update(ex_env or {})
             if ex_client_token:
                 env[TOKEN_ENV] = ex_client_token  # the machine carries its launch id, like a cloud tag
-            with open(directory / "console.log", "ab") as console:
+            fd = os.open(directory / "console.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "ab") as console:
                 proc = subprocess.Popen(
                     ["bash", str(script)],
                     stdin=subprocess.DEVNULL,
@@ -184,9 +204,7 @@ class LocalNodeDriver(NodeDriver):
         directory.mkdir(parents=True, exist_ok=True)
         rec = {"id": node_id, "name": node_id, "pid": pid, "start_ticks": _start_ticks(pid),
                "token": token, "tags": dict(tags or {}), "created": time.time()}
-        tmp = directory / "node.json.tmp"
-        tmp.write_text(json.dumps(rec))
-        tmp.replace(directory / "node.json")
+        write_private(directory / "node.json", json.dumps(rec))
         return self._node(rec)
 
     def _claim(self, token: str) -> None:
@@ -196,11 +214,12 @@ class LocalNodeDriver(NodeDriver):
         retryable ``BlockingIOError``: the caller tries again later and then finds the machine.
         A claim left by a dead process is taken over.
         """
-        claims = self.root / ".claims"
-        claims.mkdir(exist_ok=True)
+        claims = private_dir(self.root / ".claims")
+        if not ID_RE.fullmatch(token):
+            raise ValueError(f"{token[:80]!r} is not a launch id")
         path = claims / token
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except FileExistsError:
             try:
                 owner = int(path.read_text().strip() or 0)
@@ -216,6 +235,8 @@ class LocalNodeDriver(NodeDriver):
     def _records(self) -> list[dict[str, Any]]:
         out = []
         for path in self.root.glob("*/node.json"):
+            if not ID_RE.fullmatch(path.parent.name):
+                continue
             rec = self._load(path.parent.name)
             if rec is not None:
                 out.append(rec)
@@ -258,8 +279,11 @@ class LocalNodeDriver(NodeDriver):
         return self._signal_group(node, signal.SIGUSR1, leader_only=True)
 
     def ex_forget(self, node_id: str) -> None:
-        """Drop the record of a node that has ended."""
-        directory = self._dir(node_id)
+        """Drop the record of a node that has ended (only ever a directory of this site)."""
+        try:
+            directory = self._dir(node_id)
+        except ValueError:
+            return
         rec = self._load(node_id)
         if rec is not None and self._alive(rec):
             return
