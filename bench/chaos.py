@@ -28,11 +28,11 @@ from bench.common import (
     wait_until,
     write_result,
 )
-from pool.drivers.local import LocalNodeDriver
-from pool.leases import Leases
-from pool.model import NodeState, parse_domain_spec
-from pool.redisserver import RedisServer, broker_url_for, write_private
-from pool.store import Store
+from pool.core.model import NodeState, parse_domain_spec
+from pool.sites.local import LocalNodeDriver
+from pool.state.leases import Leases
+from pool.state.redisserver import RedisServer, broker_url_for, write_private
+from pool.state.store import Store
 
 LIVE = (NodeState.REQUESTED, NodeState.PENDING, NodeState.STARTED, NodeState.JOINED)
 
@@ -170,7 +170,7 @@ class Cluster:
     def agent_processes(self) -> collections.Counter[str]:
         """Live agents of this cluster per launch id, read from /proc (what really runs)."""
         return collections.Counter(env[b"POOL_LAUNCH_ID"].decode() for _, cmdline, env in self._ours()
-                                   if b"pool.agent" in cmdline and b"POOL_LAUNCH_ID" in env)
+                                   if b"pool.node.agent" in cmdline and b"POOL_LAUNCH_ID" in env)
 
     def audit(self, scenario: str, domain: str, ids: range, broker: str, **extra: Any) -> Audit:
         counts = {int(k): int(v) for k, v in self.results.hgetall("demo:done").items()}

@@ -23,12 +23,12 @@ RESULTS = ROOT / "bench" / "results"
 DEMO_APP = ROOT / "examples" / "demo_app"
 sys.path.insert(0, str(ROOT))
 
-from pool.drivers.local import LocalNodeDriver  # noqa: E402
-from pool.manager import Manager  # noqa: E402
-from pool.model import NodeRecord, NodeState, parse_domain_spec  # noqa: E402
-from pool.provisioner import Provisioner  # noqa: E402
-from pool.redisserver import RedisServer, broker_url_for  # noqa: E402
-from pool.store import Store  # noqa: E402
+from pool.control.manager import Manager  # noqa: E402
+from pool.core.model import NodeRecord, NodeState, parse_domain_spec  # noqa: E402
+from pool.sites.local import LocalNodeDriver  # noqa: E402
+from pool.sites.provisioner import Provisioner  # noqa: E402
+from pool.state.redisserver import RedisServer, broker_url_for  # noqa: E402
+from pool.state.store import Store  # noqa: E402
 
 os.environ.setdefault("C_FORCE_ROOT", "1")
 

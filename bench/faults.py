@@ -10,8 +10,8 @@ from typing import Any
 from libcloud.common.exceptions import BaseHTTPError
 
 from bench.common import row, write_result
-from pool.drivers.sim import RUN, SimNodeDriver, TokenBucket, parse_profile
-from pool.simfleet import Fleet
+from pool.sim.fleet import Fleet
+from pool.sites.sim import RUN, SimNodeDriver, TokenBucket, parse_profile
 
 N = 1000
 NEVER_BOOT = 0.1

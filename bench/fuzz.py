@@ -37,8 +37,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from bench.common import ROOT, row, write_result
-from pool.cli import validate_spec
-from pool.model import ERROR_LINE_MAX, RESERVED_ATTRIBUTES, DomainSpec, SpecError, clean_text, parse_domain_spec
+from pool.cli.commands import validate_spec
+from pool.core.model import ERROR_LINE_MAX, RESERVED_ATTRIBUTES, DomainSpec, SpecError, clean_text, parse_domain_spec
 from pool.specload import load_yaml_documents
 
 CELERY_BASE: dict[str, Any] = {"name": "fuzz", "max": 4, "celery": {"app": "tasks"}}

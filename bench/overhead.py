@@ -10,7 +10,7 @@ empty. CPU seconds per task of each side's process tree are recorded too (the ma
 the agent as well as the worker), and, where valgrind is installed, the instructions per task of
 each side's worker process: a count the machine's load cannot move. Each pair also runs a plain
 worker on kombu's own Redis transport ("stock"): plain against stock is what the atomic pop of
-``pool.reliable_redis`` costs.
+``pool.workloads.reliable_redis`` costs.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 #: Instructions per task are counted (callgrind) from two runs of this many tasks: the difference over
 #: the difference in tasks leaves boot and shutdown out. Set OVERHEAD_CALLGRIND=0 to skip.
 CALLGRIND_TASKS = (100, 1100)
-#: What ``plain_workers`` runs with (bench/plain_worker.py reads the same variables as pool/celery_worker.py);
+#: What ``plain_workers`` runs with (bench/plain_worker.py reads the same variables as pool/workloads/celery_worker.py);
 #: the managed domain must say the same, or the comparison is not fair.
 PLAIN_SETTINGS: dict[str, Any] = {"concurrency": 1, "pool": "auto", "loglevel": "WARNING", "visibility_timeout": 60.0}
 
@@ -223,7 +223,7 @@ def callgrind_worker_instructions(bench: Bench, broker: str, tasks: Any, kind: s
             wait_until(lambda: not group_pids(group), 300, "the managed worker to exit under callgrind", poll=0.5)
     finally:
         sensor.close()
-    needle = "bench/plain_worker.py" if kind == "plain" else "-m pool.celery_worker"
+    needle = "bench/plain_worker.py" if kind == "plain" else "-m pool.workloads.celery_worker"
     for path in out.glob("*.out"):
         lines = path.read_text().splitlines()
         if any(line.startswith("cmd:") and needle in line for line in lines[:30]):
@@ -298,7 +298,7 @@ def report(pairs: list[dict[str, Round]], *, load: list[float], instructions: di
         "managed_cpu_ms_per_task": [p["managed"].cpu_ms_per_task for p in pairs],
         "plain_cpu_ms_per_task": [p["plain"].cpu_ms_per_task for p in pairs],
         "rounds": [{**asdict(p[k]), "pair": i + 1} for i, p in enumerate(pairs) for k in ("plain", "managed", "stock")],
-        "celery_settings": {**PLAIN_SETTINGS, "durable": "pool.celery_worker.durable_settings on both sides"},
+        "celery_settings": {**PLAIN_SETTINGS, "durable": "pool.workloads.celery_worker.durable_settings on both sides"},
         "load_average_1min_before_after": load,
         "tasks_per_round": TASKS,
         "warmup_tasks": WARMUP,
@@ -320,7 +320,7 @@ def report(pairs: list[dict[str, Round]], *, load: list[float], instructions: di
             f"{med('plain', lambda r: r.cpu_ms_per_task):.3f} ms; worker process alone "
             f"{worker_cpu_ratio:.3f}; steadier than wall throughput on a shared machine"),
     ]
-    table.append(row("no-op tasks/s, atomic pop (pool.reliable_redis) / kombu's Redis transport, plain workers",
+    table.append(row("no-op tasks/s, atomic pop (pool.workloads.reliable_redis) / kombu's Redis transport, plain workers",
                      round(median(stock_ratios), 3), "-", None,
                      f"{med('plain', lambda r: r.rate):.0f} vs {med('stock', lambda r: r.rate):.0f} tasks/s (medians); "
                      f"CPU per task {median(stock_cpu):.3f}x, redis-server CPU per task {median(stock_redis):.3f}x; "

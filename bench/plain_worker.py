@@ -1,6 +1,6 @@
 """A plain Celery worker for comparisons: the same durable settings, no agent, no reporting.
 
-``POOL_STOCK_TRANSPORT=1`` runs it on kombu's own Redis transport instead of ``pool.reliable_redis``.
+``POOL_STOCK_TRANSPORT=1`` runs it on kombu's own Redis transport instead of ``pool.workloads.reliable_redis``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from celery.app.utils import find_app
 sys.path.insert(0, os.environ["POOL_CELERY_PATH"])
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pool.celery_worker import durable_settings, worker_pool  # noqa: E402
+from pool.workloads.celery_worker import durable_settings, worker_pool  # noqa: E402
 
 app = find_app(os.environ["POOL_CELERY_APP"])
 settings = durable_settings(broker=os.environ["POOL_BROKER_URL"],

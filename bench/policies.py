@@ -21,9 +21,9 @@ from typing import Any
 
 from bench.common import RESULTS, row, write_result
 from policies import registry as policy_registry
-from pool.drivers.sim import SimCloudProfile, parse_profile
-from pool.simulate import PolicyChoice, Simulation, domain_spec, downsample, oracle, plot, trace_summary
-from pool.traces import FAMILIES, Task
+from pool.sim.simulate import PolicyChoice, Simulation, domain_spec, downsample, oracle, plot, trace_summary
+from pool.sim.traces import FAMILIES, Task
+from pool.sites.sim import SimCloudProfile, parse_profile
 
 SEED = 1  # the sim site's seed (boot times, jitter); each trace has its own fixed seed below
 PROFILE = "ec2"
@@ -286,7 +286,7 @@ def beaten(per: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 def run_trace(name: str, *, shift: int = 0, choices: Sequence[Choice] = CHOICES,
               ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Every choice on one trace: per-policy metrics and a report :func:`pool.simulate.plot` can draw.
+    """Every choice on one trace: per-policy metrics and a report :func:`pool.sim.simulate.plot` can draw.
 
     Each policy's metrics include ``boot_adjusted``: the oracle plus the boots of the fewest machines
     a pool needs to wait as little as that policy did (see :func:`boot_adjusted`)."""

@@ -1,7 +1,7 @@
 """SIGKILL Redis-broker workers at random instants: kombu's Redis transport against the atomic pop.
 
 kombu's Redis consumer pops a message with ``BRPOP`` and records it as unacknowledged only after
-it has read the reply; a worker killed in between loses that message. ``pool.reliable_redis``
+it has read the reply; a worker killed in between loses that message. ``pool.workloads.reliable_redis``
 pops and records in one Lua script. Both sides run the same plain Celery workers (the pool's
 durable settings: late acks, prefetch 1, visibility timeout 3 s here) draining short tasks while
 one worker is SIGKILLed every ``KILL_EVERY`` seconds and replaced at once; rounds alternate
@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from bench.common import demo_tasks, enqueue, plain_workers, row, stop_procs, wait_until, write_result
-from pool.redisserver import RedisServer, broker_url_for
+from pool.state.redisserver import RedisServer, broker_url_for
 
 TASKS = int(os.environ.get("POPKILL_TASKS", "20000"))
 ROUNDS = int(os.environ.get("POPKILL_ROUNDS", "3"))  # per transport

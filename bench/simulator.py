@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from bench.common import row, write_result
-from pool.simulate import parse_policy, simulate_many
-from pool.traces import load_trace
+from pool.sim.simulate import parse_policy, simulate_many
+from pool.sim.traces import load_trace
 
 POLICIES = ["queue_depth", "keda_hpa", "ray", "spark_da", "aws_target_tracking"]
 TRACE = "poisson:n=10000"

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, machine, node_seconds, row, wait_until, write_result
-from pool.drivers.local import LocalNodeDriver
-from pool.manager import Manager
-from pool.model import NodeState, parse_domain_spec
-from pool.provisioner import Provisioner
-from pool.redisserver import RedisServer, free_port
-from pool.store import Store
+from pool.control.manager import Manager
+from pool.core.model import NodeState, parse_domain_spec
+from pool.sites.local import LocalNodeDriver
+from pool.sites.provisioner import Provisioner
+from pool.state.redisserver import RedisServer, free_port
+from pool.state.store import Store
 from spark.master import (
     DAEMON_JAVA_OPTS,
     SparkMasterService,

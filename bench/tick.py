@@ -52,7 +52,7 @@ def pctl(values: list[float], q: float) -> float:
 class SteadyPool:
     """One domain of ``nodes`` JOINED workers on a simulated site, driven to steady state on a simulated clock.
 
-    The real :class:`~pool.manager.Manager` launches every node through the real provisioner and
+    The real :class:`~pool.control.manager.Manager` launches every node through the real provisioner and
     the ``sim`` driver (profile ``local``: no API throttling, ~2 s boots); booted machines
     heartbeat ``ready`` into the store like agents do, and the manager's doctor moves them to
     JOINED. The ``fixed`` policy keeps the size at ``nodes``, so later ticks change nothing:
@@ -60,18 +60,18 @@ class SteadyPool:
     """
 
     def __init__(self, nodes: int, store_kind: str, workdir: Path) -> None:
-        from pool.drivers.sim import SimNodeDriver
-        from pool.manager import Manager
-        from pool.model import parse_domain_spec
-        from pool.provisioner import Provisioner
-        from pool.store import MemoryStore, Store
+        from pool.control.manager import Manager
+        from pool.core.model import parse_domain_spec
+        from pool.sites.provisioner import Provisioner
+        from pool.sites.sim import SimNodeDriver
+        from pool.state.store import MemoryStore, Store
         from sensors import simqueue
 
         self.nodes = nodes
         self.now = 0.0
         self.server: Any = None
         if store_kind == "redis":
-            from pool.redisserver import RedisServer
+            from pool.state.redisserver import RedisServer
 
             self.server = RedisServer.start(workdir / "redis", appendonly=False)
             self.store: Store = Store.from_url(self.server.url, namespace="tick")
@@ -128,7 +128,7 @@ class SteadyPool:
 
     def build(self) -> None:
         """Launch every node, let them boot and join; raise unless all ``nodes`` are JOINED."""
-        from pool.model import NodeState
+        from pool.core.model import NodeState
 
         self.manager.tick(self.now)  # the launch tick: ``nodes`` records, ``nodes`` launches
         for _ in range(30):
@@ -194,9 +194,9 @@ def measure(nodes: int, store_kind: str, ticks: int, *, profile: bool = False) -
     """Build the steady state and time ``ticks`` ticks of it; runs in its own process."""
     import gc
 
-    import pool.drivers.sim  # noqa: F401  (the base line includes every module a tick uses)
-    import pool.manager  # noqa: F401
-    import pool.redisserver  # noqa: F401
+    import pool.control.manager  # noqa: F401
+    import pool.sites.sim  # noqa: F401  (the base line includes every module a tick uses)
+    import pool.state.redisserver  # noqa: F401
 
     base = vm_status()["VmRSS"]  # interpreter + the pool's modules, before any node exists
     with tempfile.TemporaryDirectory(prefix="ep-tick-") as tmp:

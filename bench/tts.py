@@ -40,9 +40,9 @@ import time
 from typing import Any
 
 from bench.common import row, write_result
-from pool.drivers.sim import RUN, TERMINATE, SimCloudProfile, parse_profile
-from pool.model import NodeState
-from pool.simfleet import Fleet
+from pool.core.model import NodeState
+from pool.sim.fleet import Fleet
+from pool.sites.sim import RUN, TERMINATE, SimCloudProfile, parse_profile
 
 SIZES = (100, 1850, 10_000)
 WORKERS = (1, 10)

@@ -61,7 +61,7 @@ def main() -> int:
         while not server.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         url = json.loads(server.read_text())["url"]
-        from pool.secrets import redact_url
+        from pool.core.secrets import redact_url
 
         console.print(f"embedded Redis at {redact_url(url)}; manager pid {manager.pid}")
         console.print(pool("apply", "-f", str(HERE / "celery-domain.yaml"), env=env).stdout.strip())
@@ -75,10 +75,10 @@ def main() -> int:
 
 
 def run_demo(args: argparse.Namespace, *, env: dict[str, str], url: str, home: Path) -> int:
-    from pool.drivers.local import LocalNodeDriver
-    from pool.model import NodeState
-    from pool.redisserver import broker_url_for
-    from pool.store import Store
+    from pool.core.model import NodeState
+    from pool.sites.local import LocalNodeDriver
+    from pool.state.redisserver import broker_url_for
+    from pool.state.store import Store
     from sensors.celery import CeleryQueueSensor
 
     broker = broker_url_for(url)

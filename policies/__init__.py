@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Protocol, runtime_checkable
 
-from pool.model import Decision, DomainView, Reading, Registry
+from pool.core.model import Decision, DomainView, Reading, Registry
 
 ALIASES: dict[str, str] = {
     "fixed": "policies.fixed:Fixed",

@@ -1,8 +1,8 @@
 """Re-implementations of well-known autoscalers' sizing rules, as baselines to compare against.
 
 Each class reproduces its anchor's published arithmetic and defaults on this project's inputs
-(a backlog reading and a :class:`~pool.model.DomainView`); what is simplified is said in its
-docstring. ``scaling_defaults`` names the :class:`~pool.model.ScalingSpec` fields the anchor
+(a backlog reading and a :class:`~pool.core.model.DomainView`); what is simplified is said in its
+docstring. ``scaling_defaults`` names the :class:`~pool.core.model.ScalingSpec` fields the anchor
 implies (its idle timeout, and ``stabilization: 0`` where the anchor has no window of that
 kind or keeps its own in memory); a simulator comparing policies applies them to every field
 the domain's ``scaling:`` block does not set.
@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 from policies import primary
 from policies.common import ceil_, check_count, check_number, recall, remember
-from pool.model import Decision, DomainView, Reading
+from pool.core.model import Decision, DomainView, Reading
 
 
 def backlog_of(readings: Mapping[str, Reading], sensor: str | None) -> Reading | None:

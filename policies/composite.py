@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from policies.common import ceil_, check_number
-from pool.model import Decision, DomainView, Reading
+from pool.core.model import Decision, DomainView, Reading
 
 BINARY: dict[type, Callable[[float, float], float]] = {
     ast.Add: operator.add,

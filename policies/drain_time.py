@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from policies import primary
 from policies.common import ceil_, check_number, recall, remember
-from pool.model import Decision, DomainView, Reading
+from pool.core.model import Decision, DomainView, Reading
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from pool.model import Decision, DomainView, Reading
+from pool.core.model import Decision, DomainView, Reading
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from policies import primary
 from policies.common import ceil_, check_number, recall, remember
-from pool.model import Decision, DomainView, Reading
+from pool.core.model import Decision, DomainView, Reading
 
 #: Weight, in finished tasks, of the ``service_time`` prior before drains refine it.
 PRIOR_TASKS = 5.0

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from policies import primary
-from pool.model import Decision, DomainView, Reading
+from pool.core.model import Decision, DomainView, Reading
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from policies import primary
 from policies.common import ceil_, check_number
-from pool.model import Decision, DomainView, Reading
+from pool.core.model import Decision, DomainView, Reading
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WINDOW_KEYS = ("days", "start", "end", "min")

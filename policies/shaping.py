@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from pool.model import Decision, DomainView, ScalingSpec
+from pool.core.model import Decision, DomainView, ScalingSpec
 
 
 def shape(

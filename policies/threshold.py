@@ -8,7 +8,7 @@ from typing import Any
 
 from policies import primary
 from policies.common import check_count, check_number, recall, remember
-from pool.model import Decision, DomainView, Reading
+from pool.core.model import Decision, DomainView, Reading
 
 #: Sample functions over the values seen in the window.
 SAMPLE_FUNCTIONS: dict[str, Callable[[list[float]], float]] = {

@@ -4,10 +4,10 @@
 The bytes are bounded (:data:`MAX_BYTES`), decoded strictly as UTF-8 and parsed with a safe loader
 that refuses duplicate keys. Nesting, aliases and the number of values once aliases are expanded are
 counted from the parser's events *before* any Python object is built, so an alias bomb is refused
-for the cost of reading its text. Every failure is a :class:`pool.model.SpecError` whose message is
+for the cost of reading its text. Every failure is a :class:`pool.core.model.SpecError` whose message is
 one line starting with the source's name.
 
-Imports only the standard library, ``yaml`` and :mod:`pool.model`.
+Imports only the standard library, ``yaml`` and :mod:`pool.core.model`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from pool.model import SHOW_MAX, SpecError, clean_text, show_value
+from pool.core.model import SHOW_MAX, SpecError, clean_text, show_value
 
 MAX_BYTES = 1 << 20  # a spec is a few KB; 1 MiB is generous
 MAX_DEPTH = 32  # nested mappings and lists, aliases expanded

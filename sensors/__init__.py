@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Protocol, runtime_checkable
 
-from pool.model import Reading, Registry
+from pool.core.model import Reading, Registry
 
 ALIASES: dict[str, str] = {
     "celery": "sensors.celery:CeleryQueueSensor",
@@ -34,7 +34,7 @@ def load_sensor(name: str, params: Mapping[str, Any]) -> Sensor:
 
 def error_text(exc: BaseException) -> str:
     """One line naming what failed, secrets masked and at most about 300 characters."""
-    from pool.secrets import redact_text
+    from pool.core.secrets import redact_text
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     text = redact_text(text)

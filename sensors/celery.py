@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import redis
 
-from pool.model import Reading
+from pool.core.model import Reading
 from sensors import error_text
 
 #: kombu's Redis transport keeps priority sub-queues as ``queue + sep + step``.

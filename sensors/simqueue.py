@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from pool.model import Reading
+from pool.core.model import Reading
 from sensors import error_text
 
 

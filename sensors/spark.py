@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pool.model import Reading
+from pool.core.model import Reading
 from spark.rest import Unreachable, app_api, driver_ui_of, master_state, memory_mb
 
 

@@ -12,8 +12,8 @@ from typing import Any, NoReturn
 
 import click
 
-from pool.redisserver import free_port
-from pool.secrets import redact_text
+from pool.core.secrets import redact_text
+from pool.state.redisserver import free_port
 from spark.master import known_masters, read_master
 from spark.rest import SparkNotInstalled, Unreachable, app_api, get_json, spark_bin, spark_home
 

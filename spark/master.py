@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pool.model import DomainSpec, SparkSpec
-from pool.redisserver import free_port, state_dir
+from pool.core.model import DomainSpec, SparkSpec
+from pool.state.redisserver import free_port, state_dir
 from spark.rest import SparkNotInstalled, Unreachable, master_state, spark_bin, spark_home
 
 log = logging.getLogger("elastic_pool.spark")
@@ -180,7 +180,7 @@ class _Master:
 
 
 class SparkMasterService:
-    """A :class:`pool.manager.DomainService` for spark-worker domains.
+    """A :class:`pool.control.manager.DomainService` for spark-worker domains.
 
     For a domain whose ``spark.master_url`` is set, the master is adopted: nothing is started.
     Otherwise a standalone master from pyspark runs on ``spark.host`` and free ports (or the ports

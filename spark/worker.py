@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pool.redisserver import free_port
+from pool.state.redisserver import free_port
 from spark.master import DAEMON_JAVA_OPTS
 from spark.rest import (
     Unreachable,

@@ -13,12 +13,12 @@ from typing import Callable, Iterator
 import pytest
 import redis
 
-from pool.drivers.local import LocalNodeDriver
-from pool.manager import Manager
-from pool.model import NodeState
-from pool.provisioner import Provisioner
-from pool.redisserver import RedisServer, broker_url_for
-from pool.store import Store
+from pool.control.manager import Manager
+from pool.core.model import NodeState
+from pool.sites.local import LocalNodeDriver
+from pool.sites.provisioner import Provisioner
+from pool.state.redisserver import RedisServer, broker_url_for
+from pool.state.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_APP = ROOT / "examples" / "demo_app"

@@ -29,7 +29,7 @@ What the proxy adapts, and why:
   by the proxy over HTTP, so libcloud's real error path produces the exception.
 
 Also found: libcloud 3.9 signs ``us-east-1`` requests with signature version 2 unless told
-otherwise; moto (like EC2 today) needs version 4 (``pool.drivers.adapters.ec2_driver`` always
+otherwise; moto (like EC2 today) needs version 4 (``pool.sites.adapters.ec2_driver`` always
 asks for it).
 """
 

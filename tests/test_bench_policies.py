@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from bench import policies as bp
-from pool.drivers.sim import SimCloudProfile
-from pool.traces import Task
+from pool.sim.traces import Task
+from pool.sites.sim import SimCloudProfile
 
 #: Every machine boots in exactly 10 s; 5 launches at once, then 2 a second (EC2's RunInstances).
 STEADY = SimCloudProfile(name="steady", boot_median=10.0, boot_sigma=0.0)

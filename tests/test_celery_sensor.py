@@ -6,7 +6,7 @@ import time
 
 from kombu import Connection, Exchange, Queue
 
-from pool.redisserver import broker_url_for, free_port
+from pool.state.redisserver import broker_url_for, free_port
 from sensors import load_sensor
 from sensors.celery import CeleryQueueSensor
 

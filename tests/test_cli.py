@@ -102,7 +102,7 @@ def test_user_session_on_the_embedded_default(env: dict[str, str]) -> None:
         assert manager.wait(timeout=30) == 0
         assert not server.exists()  # the embedded Redis was stopped by its process id
         nodes_dir = Path(env["POOL_HOME"]) / "sites" / "local"
-        from pool.drivers.local import LocalNodeDriver
+        from pool.sites.local import LocalNodeDriver
 
         assert LocalNodeDriver(ex_state_dir=str(nodes_dir)).list_nodes() == []
     finally:

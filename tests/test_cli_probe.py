@@ -29,9 +29,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pool.cli import main
-from pool.redisserver import RedisServer
-from pool.store import Store
+from pool.cli.commands import main
+from pool.state.redisserver import RedisServer
+from pool.state.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL = [sys.executable, "-m", "pool.cli"]
@@ -59,9 +59,9 @@ def probe(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     result = CliRunner().invoke(main, ["apply", "-f", str(spec_file)], env=env)
     assert result.exit_code == 0, result.output
     # one tick, so that readings (a sensor error naming its broker), decisions and events exist
-    from pool.drivers.local import LocalNodeDriver
-    from pool.manager import Manager
-    from pool.provisioner import Provisioner
+    from pool.control.manager import Manager
+    from pool.sites.local import LocalNodeDriver
+    from pool.sites.provisioner import Provisioner
 
     store = Store.from_url(redis_server.url, namespace=ns)
     manager = Manager(store=store, redis_url=redis_server.url, wakeups=False, provisioner=Provisioner(

@@ -21,15 +21,15 @@ from typing import Iterator
 import pytest
 import redis
 
-from pool.config import OperatorConfig
-from pool.drivers.local import LocalNodeDriver
-from pool.manager import Manager
-from pool.model import NodeRecord, NodeState, parse_domain_spec
-from pool.provisioner import Provisioner
-from pool.redisserver import embedded_url, ensure_embedded, stop_embedded
-from pool.secrets import redact_text
-from pool.store import Store
-from pool.workqueue import WorkItem, WorkQueue
+from pool.control.manager import Manager
+from pool.core.model import NodeRecord, NodeState, parse_domain_spec
+from pool.core.secrets import redact_text
+from pool.sites.config import OperatorConfig
+from pool.sites.local import LocalNodeDriver
+from pool.sites.provisioner import Provisioner
+from pool.state.redisserver import embedded_url, ensure_embedded, stop_embedded
+from pool.state.store import Store
+from pool.state.workqueue import WorkItem, WorkQueue
 from tests.conftest import celery_spec, wait
 
 S = NodeState
@@ -339,7 +339,7 @@ def test_a_spec_cannot_send_a_credential_or_user_data_to_a_host_of_its_choice(
 
 
 def test_operator_config_file_others_can_write_is_refused(tmp_path: Path) -> None:
-    from pool.config import ConfigError
+    from pool.sites.config import ConfigError
 
     path = tmp_path / "config.yaml"
     path.write_text("credentials: ['env:*']\n")
@@ -418,7 +418,7 @@ def test_a_protected_process_hides_its_environment_from_its_own_user() -> None:
         os.setgid(nobody.pw_gid)
         os.setuid(nobody.pw_uid)
 
-    holder_code = ((ROOT / "pool" / "secrets.py").read_text()
+    holder_code = ((ROOT / "pool" / "core" / "secrets.py").read_text()
                    + "\nimport sys, time\nif sys.argv[1] == '1':\n    assert protect_process()\n"
                    "print('ready', flush=True)\ntime.sleep(30)\n")
     for protect, readable in (("0", True), ("1", False)):
@@ -440,7 +440,7 @@ def test_a_protected_process_hides_its_environment_from_its_own_user() -> None:
 @pytest.mark.parametrize("params", [{"rabbitmqctl": "/bin/sh -c 'touch /tmp/owned'"},
                                     {"rabbitmqctl_env": {"LD_PRELOAD": "/tmp/evil.so"}}])
 def test_a_spec_cannot_choose_a_program_the_manager_runs(params: dict) -> None:
-    from pool.model import SpecError
+    from pool.core.model import SpecError
 
     with pytest.raises(SpecError, match="not allowed in a spec"):
         parse_domain_spec(celery_spec("ctl", sensor={"name": "celery", "rabbitmq_node": "rabbit@h", **params}))

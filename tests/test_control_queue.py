@@ -12,14 +12,14 @@ from typing import Iterator
 
 import pytest
 
-from pool.drivers.local import LocalNodeDriver
-from pool.leases import ROLES, Leases
-from pool.manager import Manager
-from pool.metrics import Metrics
-from pool.model import NodeState, parse_domain_spec
-from pool.provisioner import Provisioner
-from pool.store import FencedWrite, Store
-from pool.workqueue import WorkQueue
+from pool.control.manager import Manager
+from pool.control.metrics import Metrics
+from pool.core.model import NodeState, parse_domain_spec
+from pool.sites.local import LocalNodeDriver
+from pool.sites.provisioner import Provisioner
+from pool.state.leases import ROLES, Leases
+from pool.state.store import FencedWrite, Store
+from pool.state.workqueue import WorkQueue
 from tests.conftest import celery_spec, wait
 
 S = NodeState
@@ -80,7 +80,7 @@ def test_launch_work_survives_a_dead_worker(store: Store, redis_url: str, pool_h
         rec_requested = rec.copy()
         rec_requested.state = S.REQUESTED
         store.put_nodes([rec_requested])
-    from pool.workqueue import WorkItem
+    from pool.state.workqueue import WorkItem
 
     queue.put([WorkItem("launch", "q", r.node_id, launch_id=r.launch_id, site="local") for r in recs])
     wait(lambda: queue.depth()["queued"] == 0, 20, "duplicates done")

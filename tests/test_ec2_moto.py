@@ -11,9 +11,9 @@ from typing import Iterator
 import pytest
 from libcloud.compute.drivers.ec2 import EC2NodeDriver
 
-from pool.drivers import adapters
-from pool.model import NodeRecord
-from pool.provisioner import CapacityError, PermanentError, Provisioner, RetryableError
+from pool.core.model import NodeRecord
+from pool.sites import adapters
+from pool.sites.provisioner import CapacityError, PermanentError, Provisioner, RetryableError
 from tests.moto_ec2 import Ec2Proxy, Fault, MotoServer, moto_ec2
 
 SITE = "ec2"
@@ -248,8 +248,8 @@ def test_site_without_client_tokens_looks_before_launching_again(ec2: tuple[Moto
 
 def test_adapter_mappings(tmp_path: Path) -> None:
     """The argument names each driver family takes, and credential references."""
-    from pool.drivers.local import LocalNodeDriver
-    from pool.drivers.sim import SimNodeDriver
+    from pool.sites.local import LocalNodeDriver
+    from pool.sites.sim import SimNodeDriver
 
     ec2 = EC2NodeDriver("k", "s", region="us-east-1", signature_version="4")
     tags = {"elastic-pool/launch": "L1"}

@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from pool.model import NodeState, parse_domain_spec
+from pool.core.model import NodeState, parse_domain_spec
 from tests.conftest import RunningManager, celery_spec, demo_producer
 
 pytestmark = pytest.mark.slow

@@ -23,11 +23,11 @@ from libcloud.common.types import InvalidCredsError
 from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeSize
 from libcloud.compute.types import NodeState as CloudState
 
-from pool.drivers import adapters
-from pool.manager import END_RETRIES, END_RETRY_CAP, Manager, Observation, plan_domain
-from pool.model import DomainState, NodeRecord, NodeState, parse_domain_spec
-from pool.provisioner import Provisioner
-from pool.store import Store
+from pool.control.manager import END_RETRIES, END_RETRY_CAP, Manager, Observation, plan_domain
+from pool.core.model import DomainState, NodeRecord, NodeState, parse_domain_spec
+from pool.sites import adapters
+from pool.sites.provisioner import Provisioner
+from pool.state.store import Store
 
 S = NodeState
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,7 +235,7 @@ def test_a_refused_record_is_retired_at_once_without_a_call() -> None:
 
 
 def test_a_machine_the_site_lists_alive_is_not_retired() -> None:
-    from pool.provisioner import SiteNode
+    from pool.sites.provisioner import SiteNode
 
     listed = {"d-1": SiteNode("d-1", "i-0abc", True, {"elastic-pool/domain": "d"}, True, "bad")}
     rec, times, events = plan_ticks(failed_record("not joined within boot timeout", "i-0abc"),

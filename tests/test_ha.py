@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from policies import load_policy
-from pool.drivers.local import LocalNodeDriver
-from pool.leases import LeaseLost, Leases
-from pool.manager import Manager, Observation, plan_domain
-from pool.model import DomainState, NodeRecord, NodeState, parse_domain_spec
-from pool.provisioner import Provisioner
-from pool.store import FencedWrite, Store
+from pool.control.manager import Manager, Observation, plan_domain
+from pool.core.model import DomainState, NodeRecord, NodeState, parse_domain_spec
+from pool.sites.local import LocalNodeDriver
+from pool.sites.provisioner import Provisioner
+from pool.state.leases import LeaseLost, Leases
+from pool.state.store import FencedWrite, Store
 from tests.conftest import celery_spec
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from libcloud.compute.providers import get_driver
 from libcloud.compute.types import NodeState
 
-from pool.drivers import register_drivers
-from pool.drivers.local import LocalNodeDriver
+from pool.sites.local import LocalNodeDriver
+from pool.sites.registry import register_drivers
 
 
 def wait_for(pred, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
@@ -116,7 +116,7 @@ def test_a_machine_spawned_by_a_dead_launcher_is_adopted_not_launched_again(tmp_
     import subprocess
     import uuid
 
-    from pool.drivers.local import TOKEN_ENV, _process_with_token
+    from pool.sites.local import TOKEN_ENV, _process_with_token
 
     token = f"tok-orphan-{uuid.uuid4().hex[:8]}"
     orphan = subprocess.Popen(["bash", "-c", "sleep 300"], env={**os.environ, TOKEN_ENV: token},

@@ -8,9 +8,9 @@ import pytest
 
 from policies import load_policy
 from policies.lookahead import Lookahead
-from pool.model import PluginParamError, Reading
-from pool.simulate import PolicyChoice, Simulation
-from pool.traces import burst
+from pool.core.model import PluginParamError, Reading
+from pool.sim.simulate import PolicyChoice, Simulation
+from pool.sim.traces import burst
 from tests.test_policy_library import Run, depth
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pool.model import (
+from pool.core.model import (
     TRANSITIONS,
     IllegalTransition,
     NodeRecord,

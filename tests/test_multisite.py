@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pool.config import OperatorConfig
-from pool.drivers.sim import parse_profile
-from pool.model import NodeState
-from pool.simfleet import Fleet
+from pool.core.model import NodeState
+from pool.sim.fleet import Fleet
+from pool.sites.config import OperatorConfig
+from pool.sites.sim import parse_profile
 
 S = NodeState
 LIVE = (S.REQUESTED, S.PENDING, S.STARTED, S.JOINED)
@@ -137,11 +137,11 @@ def test_a_thousand_node_scale_up_reaches_its_size() -> None:
 
 def test_a_cached_listing_does_not_condemn_nodes_launched_after_it() -> None:
     """With a listing fetched every 30 s, nodes that boot and join in between are not taken for gone."""
-    from pool.drivers.sim import SimNodeDriver
-    from pool.manager import Manager
-    from pool.model import parse_domain_spec
-    from pool.provisioner import Provisioner
-    from pool.store import MemoryStore
+    from pool.control.manager import Manager
+    from pool.core.model import parse_domain_spec
+    from pool.sites.provisioner import Provisioner
+    from pool.sites.sim import SimNodeDriver
+    from pool.state.store import MemoryStore
 
     clock = {"t": 0.0}
     store = MemoryStore()
@@ -229,9 +229,9 @@ def test_a_batch_on_a_nearly_full_site_launches_what_fits_and_overflows() -> Non
 
 
 def test_a_repeated_batch_gets_the_same_machines() -> None:
-    from pool.drivers.sim import SimNodeDriver
-    from pool.model import NodeRecord
-    from pool.provisioner import Provisioner
+    from pool.core.model import NodeRecord
+    from pool.sites.provisioner import Provisioner
+    from pool.sites.sim import SimNodeDriver
 
     driver = SimNodeDriver(ex_clock=lambda: 0.0, ex_profile="local")
     provisioner = Provisioner({"sim": driver})

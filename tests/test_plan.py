@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from policies import load_policy
-from pool.manager import Observation, choose_victims, plan_domain
-from pool.model import DomainState, Heartbeat, NodeRecord, NodeState, Reading, parse_domain_spec
-from pool.provisioner import SiteNode
+from pool.control.manager import Observation, choose_victims, plan_domain
+from pool.core.model import DomainState, Heartbeat, NodeRecord, NodeState, Reading, parse_domain_spec
+from pool.sites.provisioner import SiteNode
 
 S = NodeState
 
@@ -187,7 +187,7 @@ def test_operator_override_wins() -> None:
 
 
 def test_policy_memory_threads_through_ticks() -> None:
-    from pool.model import Decision
+    from pool.core.model import Decision
 
     class Counter:
         def decide(self, view, readings, now):  # type: ignore[no-untyped-def]

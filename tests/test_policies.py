@@ -6,7 +6,7 @@ import pytest
 
 from policies import load_policy, registry
 from policies.shaping import shape
-from pool.model import Decision, DomainView, PluginParamError, Reading, ScalingSpec, UnknownPlugin
+from pool.core.model import Decision, DomainView, PluginParamError, Reading, ScalingSpec, UnknownPlugin
 
 
 def view(actual: int = 0, *, intended: int | None = None, booting: int = 0, lo: int = 0, hi: int = 10) -> DomainView:

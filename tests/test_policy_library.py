@@ -14,8 +14,8 @@ from policies import Policy, load_policy, registry
 from policies.baselines import AwsTargetTracking, KedaHpa, Ray, SparkDynamicAllocation
 from policies.composite import Composite, Formula
 from policies.lookahead import Lookahead
-from pool.manager import Observation, plan_domain
-from pool.model import (
+from pool.control.manager import Observation, plan_domain
+from pool.core.model import (
     Decision,
     DomainState,
     DomainView,

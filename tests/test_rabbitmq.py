@@ -12,8 +12,8 @@ import redis
 from kombu import Connection, Exchange, Queue
 from kombu.message import Message
 
-from pool.model import NodeState, Reading, parse_domain_spec
-from pool.redisserver import broker_url_for, free_port
+from pool.core.model import NodeState, Reading, parse_domain_spec
+from pool.state.redisserver import broker_url_for, free_port
 from sensors import load_sensor
 from sensors.celery import CeleryQueueSensor
 from tests.conftest import RunningManager, celery_spec, demo_producer

@@ -9,8 +9,8 @@ import pytest
 import redis
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
-from pool.redisserver import broker_url_for
-from pool.reliable_redis import Transport
+from pool.state.redisserver import broker_url_for
+from pool.workloads.reliable_redis import Transport
 
 OPTIONS = {"visibility_timeout": 1, "unacked_restore_interval": 1, "unacked_restore_throttle": 1}
 
@@ -120,7 +120,7 @@ def test_an_idle_consumer_wakes_for_a_new_message(broker: str) -> None:
 def test_pool_workers_use_it_on_redis_only() -> None:
     from celery import Celery
 
-    from pool.celery_worker import durable_settings
+    from pool.workloads.celery_worker import durable_settings
 
     app = Celery("t")
     app.conf.update(durable_settings(broker="redis://127.0.0.1:1/1", visibility_timeout=30, existing={}))

@@ -9,8 +9,9 @@ import pytest
 from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
 from libcloud.compute.types import NodeState
 
-from pool.drivers import BUILTIN_SITES, make_driver
-from pool.drivers.sim import (
+from pool.sites.provisioner import CapacityError, RetryableError, classify
+from pool.sites.registry import BUILTIN_SITES, make_driver
+from pool.sites.sim import (
     DESCRIBE,
     PROFILES,
     RUN,
@@ -20,7 +21,6 @@ from pool.drivers.sim import (
     SimNodeDriver,
     parse_profile,
 )
-from pool.provisioner import CapacityError, RetryableError, classify
 
 
 class Clock:

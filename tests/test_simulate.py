@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 import policies
-from pool.cli import main
-from pool.model import Decision, DomainState, DomainView, NodeRecord, NodeState, Reading
-from pool.simulate import (
+from pool.cli.commands import main
+from pool.core.model import Decision, DomainState, DomainView, NodeRecord, NodeState, Reading
+from pool.sim.simulate import (
     PolicyChoice,
     Simulation,
     SimulationError,
@@ -26,8 +26,7 @@ from pool.simulate import (
     percentile,
     simulate_many,
 )
-from pool.store import MemoryStore
-from pool.traces import (
+from pool.sim.traces import (
     FAMILIES,
     Task,
     TraceError,
@@ -40,6 +39,7 @@ from pool.traces import (
     write_json,
     write_swf,
 )
+from pool.state.store import MemoryStore
 from sensors import load_sensor, simqueue
 
 # ---------------------------------------------------------------------------

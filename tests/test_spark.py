@@ -20,13 +20,13 @@ import pytest
 from click.testing import CliRunner
 
 from policies import load_policy
-from pool.cli import main as cli
-from pool.drivers.local import LocalNodeDriver
-from pool.manager import Manager
-from pool.model import DomainView, NodeState, Reading, SpecError, parse_domain_spec
-from pool.provisioner import Provisioner
-from pool.redisserver import free_port
-from pool.store import Store
+from pool.cli.commands import main as cli
+from pool.control.manager import Manager
+from pool.core.model import DomainView, NodeState, Reading, SpecError, parse_domain_spec
+from pool.sites.local import LocalNodeDriver
+from pool.sites.provisioner import Provisioner
+from pool.state.redisserver import free_port
+from pool.state.store import Store
 from sensors.spark import SparkTasksSensor
 from spark.master import SparkMasterService, read_master
 from spark.rest import master_state
@@ -440,7 +440,7 @@ def test_spark_tasks_starts_workers_for_a_new_application_before_its_first_task(
 
 
 def test_spark_tasks_refuses_bad_parameters() -> None:
-    from pool.model import PluginParamError
+    from pool.core.model import PluginParamError
 
     with pytest.raises(PluginParamError, match=r"allocation_ratio must be a number in \(0, 1\]"):
         load_policy("spark_tasks", {"allocation_ratio": 2})

@@ -25,9 +25,8 @@ import yaml
 from click.testing import CliRunner, Result
 from pydantic import BaseModel
 
-from pool import cli
-from pool.images import DEPLOYABLE_TYPES, deployable_type
-from pool.model import (
+from pool.cli import commands as cli
+from pool.core.model import (
     RESERVED_ATTRIBUTES,
     DomainSpec,
     NodeRecord,
@@ -35,6 +34,7 @@ from pool.model import (
     parse_domain_spec,
 )
 from pool.specload import MAX_ALIASES, MAX_BYTES, MAX_DEPTH, MAX_NODES, load_yaml_documents
+from pool.workloads.images import DEPLOYABLE_TYPES, deployable_type
 
 CELERY_BASE: dict[str, Any] = {"name": "probe", "max": 4, "celery": {"app": "tasks"}, "sites": [{"name": "local"}]}
 SPARK_BASE: dict[str, Any] = {"name": "probe", "max": 4, "deployable_type": "spark-worker", "spark": {},

@@ -7,13 +7,13 @@ from collections import Counter
 
 import pytest
 
-import pool.store as store_module
-from pool.celery_worker import BusyReporter
-from pool.drivers.sim import SimNodeDriver
-from pool.manager import Manager
-from pool.model import Heartbeat, NodeRecord, NodeState, parse_domain_spec
-from pool.provisioner import Provisioner
-from pool.store import FencedWrite, MemoryStore, Store
+import pool.state.store as store_module
+from pool.control.manager import Manager
+from pool.core.model import Heartbeat, NodeRecord, NodeState, parse_domain_spec
+from pool.sites.provisioner import Provisioner
+from pool.sites.sim import SimNodeDriver
+from pool.state.store import FencedWrite, MemoryStore, Store
+from pool.workloads.celery_worker import BusyReporter
 
 S = NodeState
 D = "inc"

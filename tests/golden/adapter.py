@@ -7,15 +7,12 @@ while it records (and only then). ``QUEUE_COUNTERS`` names module internals the 
 
 from __future__ import annotations
 
-import pool.manager as PLANNER_HOST  # noqa: N812  (a module, named for its role here)
-import pool.simfleet as _simfleet
-import pool.simulate as _simulate
+import pool.control.manager as PLANNER_HOST  # noqa: N812  (a module, named for its role here)
+import pool.sim.fleet as _simfleet
+import pool.sim.simulate as _simulate
 from policies import load_policy
-from pool.config import OperatorConfig
-from pool.drivers.sim import parse_profile
-from pool.leases import ROLES
-from pool.manager import Observation, Plan, Termination, plan_domain
-from pool.model import (
+from pool.control.manager import Observation, Plan, Termination, plan_domain
+from pool.core.model import (
     Decision,
     DomainSpec,
     DomainState,
@@ -26,10 +23,13 @@ from pool.model import (
     Reading,
     parse_domain_spec,
 )
-from pool.provisioner import SiteNode
-from pool.simfleet import Fleet
-from pool.simulate import PolicyChoice, Simulation, parse_policy, simulate_many
-from pool.traces import load_trace
+from pool.sim.fleet import Fleet
+from pool.sim.simulate import PolicyChoice, Simulation, parse_policy, simulate_many
+from pool.sim.traces import load_trace
+from pool.sites.config import OperatorConfig
+from pool.sites.provisioner import SiteNode
+from pool.sites.sim import parse_profile
+from pool.state.leases import ROLES
 
 #: Per-process counters the simulator and the fleet name their queues with: ``(module, attribute)``.
 #: The recorder restarts them in each scenario, so that a scenario's data does not depend on the others.

@@ -7,7 +7,7 @@ from typing import Any
 from libcloud.compute.base import NodeDriver
 from libcloud.compute.providers import get_driver, set_driver
 
-from pool.model import UnknownPlugin
+from pool.core.model import UnknownPlugin
 
 _REGISTERED = False
 
@@ -17,8 +17,8 @@ def register_drivers() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
-    set_driver("elastic_local", "pool.drivers.local", "LocalNodeDriver")  # type: ignore[arg-type]
-    set_driver("elastic_sim", "pool.drivers.sim", "SimNodeDriver")  # type: ignore[arg-type]
+    set_driver("elastic_local", "pool.sites.local", "LocalNodeDriver")  # type: ignore[arg-type]
+    set_driver("elastic_sim", "pool.sites.sim", "SimNodeDriver")  # type: ignore[arg-type]
     _REGISTERED = True
 
 

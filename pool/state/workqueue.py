@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 import redis
 
-from pool.model import ID_RE, PROVIDER_ID_RE
+from pool.core.model import ID_RE, PROVIDER_ID_RE
 
 log = logging.getLogger("elastic_pool.workqueue")
 

@@ -2,7 +2,7 @@
 
 The user's tasks import nothing from this project: this module loads their app by name, sets the
 durable defaults (late acks, reject on worker loss, prefetch 1, a short Redis unacked-restore
-sweep, and on Redis the atomic pop of ``pool.reliable_redis``) and reports running tasks to the
+sweep, and on Redis the atomic pop of ``pool.workloads.reliable_redis``) and reports running tasks to the
 node's heartbeat hash from the worker's main process.
 """
 
@@ -28,7 +28,7 @@ class BusyReporter:
     transaction), so that managers read the hash again (see ``Store.heartbeats``).
     """
 
-    #: entries kept in the stream of heartbeat changes (``pool.store.HEARTBEAT_CHANGES_LENGTH``)
+    #: entries kept in the stream of heartbeat changes (``pool.state.store.HEARTBEAT_CHANGES_LENGTH``)
     CHANGES_LENGTH = 20000
 
     def __init__(self, *, redis_url: str, key: str, interval: float = 0.2) -> None:
@@ -84,7 +84,7 @@ def worker_pool(pool: str, concurrency: int, *, broker: str = "") -> str:
     return pool
 
 
-RELIABLE_REDIS = "pool.reliable_redis:Transport"
+RELIABLE_REDIS = "pool.workloads.reliable_redis:Transport"
 
 
 def durable_settings(*, broker: str, visibility_timeout: float, existing: dict[str, Any]) -> dict[str, Any]:

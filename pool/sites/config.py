@@ -12,7 +12,7 @@ worker_env: ["JAVA_HOME", "MY_APP_*"]               # the manager's variables lo
 
 Each list holds shell-style patterns (``fnmatch``); every list is empty by default: a spec then may
 name no credential reference and point no driver at an endpoint of its own, and local workers get
-only a small fixed environment. Imports only the standard library, yaml and ``pool.model``.
+only a small fixed environment. Imports only the standard library, yaml and ``pool.core.model``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from pool.model import SiteSpec
+from pool.core.model import SiteSpec
 
 #: Site option names that choose where a driver sends its requests (and so its credentials).
 ENDPOINT_OPTIONS = frozenset({"host", "port", "secure", "url", "endpoint", "endpoint_url", "base_url", "api_url",
@@ -78,7 +78,7 @@ class OperatorConfig:
         if path is None:
             path = os.environ.get("POOL_CONFIG") or None
         if path is None:
-            from pool.redisserver import state_dir
+            from pool.state.redisserver import state_dir
 
             path = state_dir() / "config.yaml"
             if not path.exists():

@@ -15,21 +15,8 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 import redis
 
 from policies import Policy, load_policy
-from pool.config import safe_code_dir
-from pool.drivers.adapters import TAG_DOMAIN
-from pool.images import deployable_type
-from pool.leases import ROLES, Lease, LeaseLost, Leases
-from pool.metrics import Metrics
-from pool.model import (
-    NAME_RE,
-    DomainSpec,
-    NodeRecord,
-    NodeState,
-    PluginParamError,
-    Reading,
-    UnknownPlugin,
-)
-from pool.plan import (  # noqa: F401  (re-exported: the planner's names as they were before it had a module)
+from pool.control.metrics import Metrics
+from pool.control.plan import (  # noqa: F401  (re-exported: the planner's names as they were before it had a module)
     END_RETRIES,
     END_RETRY_CAP,
     LISTING_GRACE,
@@ -40,10 +27,23 @@ from pool.plan import (  # noqa: F401  (re-exported: the planner's names as they
     choose_victims,
     plan_domain,
 )
-from pool.provisioner import PermanentError, Provisioner, RetryableError, SiteNode
-from pool.redisserver import broker_url_for
-from pool.store import FencedWrite, Store
-from pool.workqueue import RECLAIM_AFTER, WorkItem, WorkQueue
+from pool.core.model import (
+    NAME_RE,
+    DomainSpec,
+    NodeRecord,
+    NodeState,
+    PluginParamError,
+    Reading,
+    UnknownPlugin,
+)
+from pool.sites.adapters import TAG_DOMAIN
+from pool.sites.config import safe_code_dir
+from pool.sites.provisioner import PermanentError, Provisioner, RetryableError, SiteNode
+from pool.state.leases import ROLES, Lease, LeaseLost, Leases
+from pool.state.redisserver import broker_url_for
+from pool.state.store import FencedWrite, Store
+from pool.state.workqueue import RECLAIM_AFTER, WorkItem, WorkQueue
+from pool.workloads.images import deployable_type
 from sensors import Sensor, error_text, load_sensor
 
 log = logging.getLogger("elastic_pool.manager")
@@ -296,6 +296,8 @@ class Manager:
                 self.leases.check(lease)
 
     def apply(self, plan: Plan, spec: DomainSpec, *, store: Store | None = None) -> None:
+        """Carry out a plan: through the durable work queue (queue mode), or here (launches in batches,
+        then terminations); then the records, the state and the events."""
         store = store or self.store
         now = plan.state.last_decision["time"] if plan.state.last_decision else self.clock()
         if self.queue is not None:
@@ -304,54 +306,20 @@ class Manager:
         # launch records are written before any machine is asked for (a fenced write)
         store.put_nodes([*plan.changed, *plan.launches])
         events = list(plan.events)
+        launched = self._launch_batches(plan, spec, now=now, events=events)
+        self._terminate_now(plan, spec, store=store, now=now, events=events)
+        store.put_nodes(launched)
+        self._record(plan, spec, store=store, now=now, events=events)
+
+    def _launch_batches(self, plan: Plan, spec: DomainSpec, *, now: float,
+                        events: list[tuple[str, dict[str, Any]]]) -> list[NodeRecord]:
+        """The plan's launches, one request per batch: up to the site's `batch` records of one site and
+        deployable type (where the site's driver gives each machine of a batch its own identity; else
+        one per request). Returns the records the sites answered (accepted or failed for good)."""
         launched: list[NodeRecord] = []
-        records = {r.node_id: r for r in (*plan.changed, *plan.launches)}
-        # one request per batch: up to the site's `batch` records of one site and deployable type
-        # (where the site's driver gives each machine of a batch its own identity; else one per request)
         sizes: dict[tuple[str, str], int] = {}
         held: set[str] = set()  # sites that take no more launch requests this tick
         open_batch: dict[tuple[str, str], list[NodeRecord]] = {}
-
-        def send(batch: list[NodeRecord]) -> None:
-            first = batch[0]
-            if not self.provisioner.available(first.site, now):
-                held.add(first.site)
-                return  # stays REQUESTED: retried when the site is back
-            if self.provisioner.may_request(first.site, now) > 0:
-                held.add(first.site)
-                return  # paced: launched on a later tick
-            batched = {"batch": len(batch)} if len(batch) > 1 else {}
-            try:
-                userdata = [deployable_type(rec.deployable_type).render(self.attributes(spec, rec)) for rec in batch]
-                tags = [{"elastic-pool/domain": rec.domain, "elastic-pool/launch": rec.launch_id,
-                         "elastic-pool/node": rec.node_id} for rec in batch]
-                self._still_leader()
-                if len(batch) == 1:
-                    ids: list[str | None] = [self._launch(spec, first, userdata=userdata[0], now=now, tags=tags[0])]
-                else:
-                    site = spec.site_spec(first.site)
-                    ids = self.provisioner.launch_many(
-                        batch, userdata=userdata, now=now, tags=tags, image=site.image_for(first.deployable_type),
-                        size=site.size_for(first.deployable_type), capacity_ttl=spec.capacity_ttl)
-            except RetryableError as exc:
-                events.append(("launch_error", {"node": first.node_id, "error": str(exc),
-                                                "retry_in": round(exc.delay, 2), **batched}))
-                return
-            except (PermanentError, UnknownPlugin, ValueError) as exc:
-                for rec in batch:
-                    rec.set_state(S.FAILED, now, f"launch failed: {exc}")
-                events.append(("launch_error", {"node": first.node_id, "error": str(exc), "permanent": True,
-                                                **batched}))
-                launched.extend(batch)
-                return
-            for rec, provider_id in zip(batch, ids):
-                if provider_id is None:
-                    continue  # the site had room for fewer: stays REQUESTED
-                rec.provider_id = provider_id
-                rec.set_state(S.PENDING, now, f"launched on {rec.site}")
-                events.append(("node", {"node": rec.node_id, "from": "REQUESTED", "to": "PENDING", "detail": rec.site}))
-                launched.append(rec)
-
         for rec in plan.launches:
             if rec.site in held:
                 continue
@@ -367,10 +335,55 @@ class Manager:
             group.append(rec)
             if len(group) >= sizes[key]:
                 del open_batch[key]
-                send(group)
+                self._send_batch(group, spec, now=now, events=events, launched=launched, held=held)
         for group in open_batch.values():
             if group[0].site not in held:
-                send(group)
+                self._send_batch(group, spec, now=now, events=events, launched=launched, held=held)
+        return launched
+
+    def _send_batch(self, batch: list[NodeRecord], spec: DomainSpec, *, now: float,
+                    events: list[tuple[str, dict[str, Any]]], launched: list[NodeRecord], held: set[str]) -> None:
+        """One launch request for ``batch`` (one site, one deployable type), unless the site is unavailable
+        or paced (then it is ``held`` and its records stay REQUESTED for a later tick)."""
+        first = batch[0]
+        if not self.provisioner.available(first.site, now) or self.provisioner.may_request(first.site, now) > 0:
+            held.add(first.site)
+            return
+        batched = {"batch": len(batch)} if len(batch) > 1 else {}
+        try:
+            userdata = [deployable_type(rec.deployable_type).render(self.attributes(spec, rec)) for rec in batch]
+            tags = [{"elastic-pool/domain": rec.domain, "elastic-pool/launch": rec.launch_id,
+                     "elastic-pool/node": rec.node_id} for rec in batch]
+            self._still_leader()
+            if len(batch) == 1:
+                ids: list[str | None] = [self._launch(spec, first, userdata=userdata[0], now=now, tags=tags[0])]
+            else:
+                site = spec.site_spec(first.site)
+                ids = self.provisioner.launch_many(
+                    batch, userdata=userdata, now=now, tags=tags, image=site.image_for(first.deployable_type),
+                    size=site.size_for(first.deployable_type), capacity_ttl=spec.capacity_ttl)
+        except RetryableError as exc:
+            events.append(("launch_error", {"node": first.node_id, "error": str(exc),
+                                            "retry_in": round(exc.delay, 2), **batched}))
+            return
+        except (PermanentError, UnknownPlugin, ValueError) as exc:
+            for rec in batch:
+                rec.set_state(S.FAILED, now, f"launch failed: {exc}")
+            events.append(("launch_error", {"node": first.node_id, "error": str(exc), "permanent": True, **batched}))
+            launched.extend(batch)
+            return
+        for rec, provider_id in zip(batch, ids):
+            if provider_id is None:
+                continue  # the site had room for fewer: stays REQUESTED
+            rec.provider_id = provider_id
+            rec.set_state(S.PENDING, now, f"launched on {rec.site}")
+            events.append(("node", {"node": rec.node_id, "from": "REQUESTED", "to": "PENDING", "detail": rec.site}))
+            launched.append(rec)
+
+    def _terminate_now(self, plan: Plan, spec: DomainSpec, *, store: Store, now: float,
+                       events: list[tuple[str, dict[str, Any]]]) -> None:
+        """The plan's terminations, asked of the sites here (a zombie by its site id)."""
+        records = {r.node_id: r for r in (*plan.changed, *plan.launches)}
         for term in plan.terminations:
             victim = records.get(term.node_id) or next(
                 (n for n in store.nodes(spec.name) if n.node_id == term.node_id), None)
@@ -384,8 +397,6 @@ class Manager:
                 self.provisioner.terminate(victim, grace=term.grace, now=now)
             except Exception as exc:  # retried by the doctor's "still there" rule
                 events.append(("terminate_error", {"node": victim.node_id, "error": str(exc)}))
-        store.put_nodes(launched)
-        self._record(plan, spec, store=store, now=now, events=events)
 
     def _enqueue(self, plan: Plan, spec: DomainSpec, *, store: Store, now: float) -> None:
         """Queue mode: write the plan's records and its provisioning work in one fenced commit."""

@@ -14,9 +14,9 @@ from libcloud.common.types import InvalidCredsError
 from libcloud.compute.base import Node, NodeDriver
 from libcloud.compute.types import NodeState as CloudState
 
-from pool.config import OperatorConfig
-from pool.drivers import adapters
-from pool.model import NodeRecord, SiteSpec
+from pool.core.model import NodeRecord, SiteSpec
+from pool.sites import adapters
+from pool.sites.config import OperatorConfig
 
 log = logging.getLogger("elastic_pool.provisioner")
 
@@ -503,7 +503,7 @@ def make_site_driver(site: SiteSpec) -> NodeDriver:
     """
     from libcloud.compute.providers import get_driver
 
-    from pool.drivers import BUILTIN_SITES, make_driver
+    from pool.sites.registry import BUILTIN_SITES, make_driver
 
     if site.provider is None:
         if site.name not in BUILTIN_SITES:

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from pool.secrets import redact_text
+from pool.core.secrets import redact_text
 
 
 class NodeState(str, enum.Enum):
@@ -349,7 +349,7 @@ ERRORS_SHOWN = 3
 #: Attributes the pool sets itself in a worker's contextualization (`Manager.attributes`, the
 #: context of a domain's services, every ``${...}`` of a deployable type): a spec may not set them.
 RESERVED_ATTRIBUTES: frozenset[str] = frozenset({
-    # every worker (pool.images.AGENT_PREAMBLE, Manager.attributes)
+    # every worker (pool.workloads.images.AGENT_PREAMBLE, Manager.attributes)
     "python", "redis_url", "namespace", "domain", "node_id", "launch_id", "broker", "heartbeat_interval",
     # celery-worker
     "queue", "celery_app", "celery_path", "concurrency", "celery_pool", "visibility_timeout", "loglevel",

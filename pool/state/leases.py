@@ -13,7 +13,7 @@ import redis
 #: heartbeats (timeouts, dead workloads, preemption notices, boot and drain deadlines);
 #: ``provisioner`` polls the sites' listings (lifecycle, vanished machines, zombies) and re-queues
 #: provisioning work nobody finished. Launch and terminate calls themselves are done by every
-#: manager's provisioner workers from the durable work queue (see :mod:`pool.workqueue`).
+#: manager's provisioner workers from the durable work queue (see :mod:`pool.state.workqueue`).
 ROLES = ("decider", "doctor", "provisioner")
 
 _ACQUIRE = """

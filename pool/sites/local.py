@@ -4,7 +4,7 @@ Every machine lives in a directory of its own under the site's directory (privat
 0700, user-data and console 0600); a machine id is only ever a name inside that directory, never a
 path, so nothing read back from the store can make the site signal or remove anything else. A
 worker gets an explicit environment (a fixed base plus what the operator allows), never the
-manager's. Imports libcloud, ``pool.config``, ``pool.model`` and ``pool.redisserver`` only.
+manager's. Imports libcloud, ``pool.sites.config``, ``pool.core.model`` and ``pool.state.redisserver`` only.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeLocation, NodeSize
 from libcloud.compute.types import NodeState
 
-from pool.config import OperatorConfig
-from pool.model import ID_RE
-from pool.redisserver import private_dir, write_private
+from pool.core.model import ID_RE
+from pool.sites.config import OperatorConfig
+from pool.state.redisserver import private_dir, write_private
 
 PROVIDER = "elastic_local"
 
@@ -100,7 +100,7 @@ class LocalNodeDriver(NodeDriver):
         besides the fixed base (the operator's ``worker_env``)."""
         super().__init__(key=key, secret=secret)
         if ex_state_dir is None:
-            from pool.redisserver import state_dir
+            from pool.state.redisserver import state_dir
 
             ex_state_dir = str(state_dir() / "sites" / "local")
         self.root = private_dir(Path(ex_state_dir))

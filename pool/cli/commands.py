@@ -22,18 +22,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pool.config import ConfigError, OperatorConfig, safe_code_dir
-from pool.leases import Leases
-from pool.model import (
+from pool.core.model import (
     NodeState,
     PluginParamError,
     SpecError,
     UnknownPlugin,
     parse_domain_spec,
 )
-from pool.redisserver import RedisUnavailable, StateDirError, embedded_url, resolve_url, state_dir, stop_embedded
-from pool.secrets import install_log_redaction, protect_process, redact, redact_text
-from pool.store import Store
+from pool.core.secrets import install_log_redaction, protect_process, redact, redact_text
+from pool.sites.config import ConfigError, OperatorConfig, safe_code_dir
+from pool.state.leases import Leases
+from pool.state.redisserver import RedisUnavailable, StateDirError, embedded_url, resolve_url, state_dir, stop_embedded
+from pool.state.store import Store
 
 console = Console(emoji=False)
 #: Sites that `pool up` runs domains on.
@@ -325,10 +325,10 @@ def _alive(managers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float, provisioners: int,
        list_interval: float, reclaim_after: float, metrics_port: int | None) -> None:
     """Run the domain manager in the foreground (Ctrl-C stops it; workers keep running)."""
-    from pool.drivers import make_driver
-    from pool.manager import Manager
-    from pool.metrics import Metrics
-    from pool.provisioner import Provisioner
+    from pool.control.manager import Manager
+    from pool.control.metrics import Metrics
+    from pool.sites.provisioner import Provisioner
+    from pool.sites.registry import make_driver
     from spark.master import SparkMasterService
 
     pidfile = _manager_pidfile()  # the state directory is usable before anything starts
@@ -451,9 +451,9 @@ def _give_up(store: Store, why: str) -> NoReturn:
 
 def _drain_here(store: Store, url: str, deadline: float) -> tuple[bool, str | None]:
     """No manager runs: drain every domain from this process, giving up at ``deadline`` (monotonic)."""
-    from pool.drivers import make_driver
-    from pool.manager import Manager
-    from pool.provisioner import Provisioner
+    from pool.control.manager import Manager
+    from pool.sites.provisioner import Provisioner
+    from pool.sites.registry import make_driver
 
     try:
         config = OperatorConfig.load()
@@ -538,7 +538,7 @@ def down(timeout: float, keep_redis: bool) -> None:
 def status(as_json: bool) -> None:
     """Managers, and which one holds which leader role."""
     _, store = open_store(start=False)
-    from pool.workqueue import WorkQueue
+    from pool.state.workqueue import WorkQueue
 
     try:
         holders = Leases(store.r, namespace=store.ns, holder="-").holders()
@@ -573,8 +573,8 @@ def status(as_json: bool) -> None:
 def validate_spec(data: Any) -> Any:
     """Validate a spec and its plug-ins; raise with one line naming the field."""
     from policies import registry as policies
-    from pool.drivers import BUILTIN_SITES
-    from pool.images import deployable_type
+    from pool.sites.registry import BUILTIN_SITES
+    from pool.workloads.images import deployable_type
     from sensors import registry as sensors
 
     spec = parse_domain_spec(data)
@@ -644,7 +644,7 @@ def load_specs(path: str) -> list[Any]:
     file. The message is one bounded line that shows no credential, escaped for the console markup
     that ``apply`` prints it with.
     """
-    from pool.model import clean_text
+    from pool.core.model import clean_text
     from pool.specload import MAX_BYTES, load_yaml_documents
 
     source = "stdin" if path == "-" else path
@@ -868,7 +868,7 @@ def events(name: str, count: int) -> None:
 from spark.cli import spark as spark_commands  # noqa: E402  (the `pool spark` group)
 
 main.add_command(spark_commands)
-from pool.simulate_cli import simulate  # noqa: E402  (`pool simulate`)
+from pool.cli.simulate import simulate  # noqa: E402  (`pool simulate`)
 
 main.add_command(simulate)
 

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import redis
 
-from pool.secrets import remember
+from pool.core.secrets import remember
 
 log = logging.getLogger("elastic_pool.redis")
 

@@ -18,7 +18,7 @@ err_console = Console(stderr=True, emoji=False)
 
 def _fail(message: str, code: int = 2) -> NoReturn:
     """One line on stderr naming what is wrong (secrets masked, at most about 400 characters), then exit."""
-    from pool.secrets import redact_text
+    from pool.core.secrets import redact_text
 
     text = " ".join(redact_text(str(message)).split())
     text = "".join(ch if ch.isprintable() else "?" for ch in text)
@@ -37,7 +37,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 
 def _pairs(text: str | None, what: str) -> dict[str, Any]:
     """``key=value,key=value`` -> a dict with numbers parsed."""
-    from pool.simulate import parse_value
+    from pool.sim.simulate import parse_value
 
     out: dict[str, Any] = {}
     for item in filter(None, (s.strip() for s in (text or "").split(","))):
@@ -88,9 +88,9 @@ def simulate(trace: str, policies: tuple[str, ...], site_profile: str, seed: int
     wait, makespan, peak workers and launches, next to the oracle (an infinite pool with zero boot
     time). See docs/simulator.md.
     """
-    from pool.drivers.sim import parse_profile
-    from pool.simulate import SimulationError, parse_policy, simulate_many, write_report
-    from pool.traces import TraceError, load_trace
+    from pool.sim.simulate import SimulationError, parse_policy, simulate_many, write_report
+    from pool.sim.traces import TraceError, load_trace
+    from pool.sites.sim import parse_profile
 
     try:
         choices = [parse_policy(p) for p in policies]

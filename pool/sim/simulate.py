@@ -20,12 +20,12 @@ from typing import Any
 from libcloud.compute.base import Node
 
 from policies import registry as policy_registry
-from pool.drivers.sim import ShutdownRequest, SimCloudProfile, SimNodeDriver, parse_profile
-from pool.manager import Manager
-from pool.model import DomainSpec, PluginParamError, SpecError, UnknownPlugin, parse_domain_spec
-from pool.provisioner import Provisioner
-from pool.store import MemoryStore
-from pool.traces import Task
+from pool.control.manager import Manager
+from pool.core.model import DomainSpec, PluginParamError, SpecError, UnknownPlugin, parse_domain_spec
+from pool.sim.traces import Task
+from pool.sites.provisioner import Provisioner
+from pool.sites.sim import ShutdownRequest, SimCloudProfile, SimNodeDriver, parse_profile
+from pool.state.store import MemoryStore
 from sensors import simqueue
 
 SITE = "sim"

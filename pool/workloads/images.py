@@ -7,7 +7,7 @@ import string
 from dataclasses import dataclass
 from typing import Mapping
 
-from pool.model import UnknownPlugin
+from pool.core.model import UnknownPlugin
 
 #: Attributes that are rendered into user-data only, never into records, events or status.
 SECRET_ATTRIBUTES = frozenset({"redis_url", "broker"})
@@ -55,7 +55,7 @@ export POOL_CONCURRENCY=${concurrency}
 export POOL_CELERY_POOL=${celery_pool}
 export POOL_VISIBILITY_TIMEOUT=${visibility_timeout}
 export POOL_LOGLEVEL=${loglevel}
-exec ${python} -m pool.agent
+exec ${python} -m pool.node.agent
 """,
 )
 
@@ -78,7 +78,7 @@ export POOL_SPARK_DAEMON_MEMORY=${daemon_memory}
 export POOL_SPARK_DECOMMISSION=${decommission}
 export POOL_SPARK_DECOMMISSION_SIGNAL=${decommission_signal}
 export POOL_SPARK_DRAIN_TIMEOUT=${drain_timeout}
-exec ${python} -m pool.agent
+exec ${python} -m pool.node.agent
 """,
 )
 

@@ -8,11 +8,11 @@ import math
 import random
 from typing import Any, Callable, Mapping
 
-from pool.drivers.sim import SimCloudProfile, SimNodeDriver
-from pool.manager import Manager
-from pool.model import DomainSpec, NodeState, SensorSpec, parse_domain_spec
-from pool.provisioner import Provisioner
-from pool.store import MemoryStore
+from pool.control.manager import Manager
+from pool.core.model import DomainSpec, NodeState, SensorSpec, parse_domain_spec
+from pool.sites.provisioner import Provisioner
+from pool.sites.sim import SimCloudProfile, SimNodeDriver
+from pool.state.store import MemoryStore
 from sensors import simqueue
 
 S = NodeState

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_se
 from prometheus_client import Counter as PCounter
 
 if TYPE_CHECKING:
-    from pool.manager import Plan
+    from pool.control.manager import Plan
 
 #: Time-to-repair buckets (seconds): a heartbeat timeout is a few seconds, a cloud boot a minute or more.
 TTR_BUCKETS = (0.5, 1, 2, 3, 4, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600)

@@ -13,9 +13,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import redis
 
-from pool.model import DomainSpec, DomainState, Heartbeat, InvalidRecord, NodeRecord, SpecError, parse_domain_spec
-from pool.secrets import redact, redact_text
-from pool.workqueue import WorkItem
+from pool.core.model import DomainSpec, DomainState, Heartbeat, InvalidRecord, NodeRecord, SpecError, parse_domain_spec
+from pool.core.secrets import redact, redact_text
+from pool.state.workqueue import WorkItem
 
 log = logging.getLogger("elastic_pool.store")
 

@@ -1,0 +1,5 @@
+"""Control-plane state: the Redis store (and the in-memory one for the simulator), leader leases
+with fencing tokens, the durable work queue, and the embedded Redis server.
+
+Imports ``pool.core`` and redis-py only.
+"""
