@@ -94,7 +94,7 @@ def test_a_silent_node_keeps_its_last_time_while_the_others_move_on(store: Store
 def test_the_busy_reporter_writes_where_the_store_reads(store: Store, redis_url: str) -> None:
     store.beat(D, "w1", time=5.0, workload_alive=True, ready=False, active=0)
     assert not store.heartbeats(D, ["w1"])["w1"].ready
-    reporter = BusyReporter(redis_url=redis_url, key=store.heartbeat_key(D, "w1"))
+    reporter = BusyReporter(redis_url=redis_url, namespace=store.ns, domain=D, node_id="w1")
     assert (reporter.changes, reporter.node_id) == (store.heartbeat_changes_key(D), "w1")
     assert reporter.CHANGES_LENGTH == store_module.HEARTBEAT_CHANGES_LENGTH
     reporter.write({"ready": 1, "active": 0, "idle_since": "4.5"})

@@ -31,7 +31,6 @@ from pool.core.model import (
 )
 from pool.core.secrets import install_log_redaction, protect_process, redact, redact_text
 from pool.sites.config import ConfigError, OperatorConfig, safe_code_dir
-from pool.state.leases import Leases
 from pool.state.redisserver import RedisUnavailable, StateDirError, embedded_url, resolve_url, state_dir, stop_embedded
 from pool.state.store import Store
 
@@ -173,7 +172,7 @@ def _connect(url: str) -> Store:
     except ValueError as exc:
         fail(f"REDIS_URL {where!r} is not a Redis URL ({exc}); expected {URL_FORMS}")
     try:
-        store.r.ping()
+        store.ping()
     except redis.AuthenticationError as exc:
         fail(f"the pool's Redis at {where} refused the credentials ({exc}); set REDIS_URL with the right password", 1)
     except (redis.RedisError, OSError, ValueError) as exc:
@@ -253,19 +252,6 @@ def _manager_pidfile() -> Path:
     return _state_dir() / "manager.pid"
 
 
-def _shutdown_timeout_key(store: Store) -> str:
-    """Where `pool down` leaves its --timeout for the managers it asks to stop."""
-    return f"{store.ns}:control:shutdown:timeout"
-
-
-def _requested_timeout(store: Store, default: float) -> float:
-    try:
-        value = float(store.r.get(_shutdown_timeout_key(store)) or default)
-    except (redis.RedisError, TypeError, ValueError):
-        return default
-    return value if math.isfinite(value) and value >= 0 else default
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
@@ -278,16 +264,7 @@ def _number(value: Any) -> float | None:
 
 def _managers(store: Store) -> dict[str, dict[str, Any]]:
     """Registered managers by id (an entry that is not a JSON object is shown empty, not fatal)."""
-    try:
-        raw: dict[str, Any] = dict(store.managers())
-    except ValueError:
-        raw = {}
-        for key, value in store.r.hgetall(f"{store.ns}:managers").items():
-            try:
-                raw[str(key)] = json.loads(value)
-            except ValueError:
-                raw[str(key)] = {}
-    return {str(k): (v if isinstance(v, dict) else {}) for k, v in raw.items()}
+    return {str(k): (v if isinstance(v, dict) else {}) for k, v in store.managers().items()}
 
 
 def _alive(managers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -348,12 +325,11 @@ def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float, pro
     except (OSError, RuntimeError, ValueError) as exc:
         fail(f"cannot set up the local site: {exc}", 1)
     manager_id = f"{socket.gethostname()}-{os.getpid()}"
-    leases = Leases(store.r, namespace=store.ns, holder=manager_id, ttl=lease_ttl)
+    leases = store.leases(holder=manager_id, ttl=lease_ttl)
     manager = Manager(store=store, provisioner=provisioner, redis_url=url, services=[SparkMasterService()],
                       leases=leases, manager_id=manager_id, workers=provisioners, list_interval=list_interval,
                       reclaim_after=reclaim_after, metrics=metrics)
     store.clear_shutdown()
-    store.r.delete(_shutdown_timeout_key(store))
     store.register_manager(manager.manager_id, info)
     try:
         pidfile.write_text(str(os.getpid()))
@@ -391,7 +367,10 @@ def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float, pro
     try:
         manager.run(interval=interval, stop=stop)
         if shutdown.is_set():
-            limit = min(drain_timeout, _requested_timeout(store, drain_timeout))
+            try:
+                limit = min(drain_timeout, store.shutdown_timeout(drain_timeout))
+            except redis.RedisError:
+                limit = drain_timeout
             say(f"shutting down: draining and terminating workers (at most {limit:g}s)")
             ok = manager.drain_all(timeout=limit)
             say("all workers terminated" if ok else "drain timeout: some workers remain")
@@ -499,8 +478,7 @@ def down(timeout: float, keep_redis: bool) -> None:
     managers = _managers(store)
     alive = _alive(managers)
     if alive:
-        store.r.set(_shutdown_timeout_key(store), repr(timeout), ex=int(timeout + DOWN_GRACE) + 600)
-        store.request_shutdown()
+        store.request_shutdown(timeout=timeout)
         say(f"asked {len(alive)} manager(s) to drain and stop (at most {timeout:g}s)")
         while _alive(_managers(store)) and time.monotonic() < deadline + DOWN_GRACE:
             time.sleep(0.25)
@@ -538,14 +516,13 @@ def down(timeout: float, keep_redis: bool) -> None:
 def status(as_json: bool) -> None:
     """Managers, and which one holds which leader role."""
     _, store = open_store(start=False)
-    from pool.state.workqueue import WorkQueue
 
     try:
-        holders = Leases(store.r, namespace=store.ns, holder="-").holders()
+        holders = store.leases(holder="-").holders()
     except ValueError as exc:  # a fencing token that is not a number: not written by a manager
         fail(f"the pool's Redis holds a malformed leader lease ({exc}); a manager rewrites it when it takes the role", 1)
     managers = _managers(store)
-    work = WorkQueue(store.r, namespace=store.ns).depth()
+    work = store.work_queue().depth()
     if as_json:  # a role's fencing token is a counter, not a credential: shown (redact masks every "token")
         roles = {role: {**redact(h), "token": h.get("token")} for role, h in holders.items()}
         click.echo(json.dumps({"managers": redact(managers), "roles": roles, "work": redact(work)}, indent=2,

@@ -24,6 +24,7 @@ from pool.control.draft import (
     S,
     Termination,
 )
+from pool.core.keys import TAG_DOMAIN
 from pool.core.model import NodeRecord
 from pool.sites.provisioner import SiteNode
 
@@ -205,7 +206,7 @@ def find_zombies(d: Draft) -> None:
         known = d.nodes.get(node_id)
         if (listed.alive and (known is None or (known.state is S.TERMINATED
                                                 and (known.provider_id is None or _retired(known))))
-                and listed.tags.get("elastic-pool/domain") == spec.name):
+                and listed.tags.get(TAG_DOMAIN) == spec.name):
             d.terminations.append(Termination(node_id, 0.0, "zombie: no record", listed.provider_id,
                                               listed.site or spec.site))
             d.events.append(("zombie", {"node": node_id, "provider_id": listed.provider_id}))

@@ -27,6 +27,7 @@ from pool.control.plan import (  # noqa: F401  (re-exported: the planner's names
     choose_victims,
     plan_domain,
 )
+from pool.core.keys import TAG_DOMAIN, machine_tags
 from pool.core.model import (
     NAME_RE,
     DomainSpec,
@@ -36,13 +37,12 @@ from pool.core.model import (
     Reading,
     UnknownPlugin,
 )
-from pool.sites.adapters import TAG_DOMAIN
 from pool.sites.config import safe_code_dir
 from pool.sites.provisioner import PermanentError, Provisioner, RetryableError, SiteNode
 from pool.state.leases import ROLES, Lease, LeaseLost, Leases
 from pool.state.redisserver import broker_url_for
 from pool.state.store import FencedWrite, Store
-from pool.state.workqueue import RECLAIM_AFTER, WorkItem, WorkQueue
+from pool.state.workqueue import RECLAIM_AFTER, WorkItem
 from pool.workloads.images import deployable_type
 from sensors import Sensor, error_text, load_sensor
 
@@ -112,7 +112,7 @@ class Manager:
         self.leases = leases
         self.held: dict[str, Lease] = {}  # the actor roles this manager holds now
         self.store_back_at = 0.0
-        self.queue = WorkQueue(store.r, namespace=store.ns, reclaim_after=reclaim_after) if workers > 0 else None
+        self.queue = store.work_queue(reclaim_after=reclaim_after) if workers > 0 else None
         self.n_workers = workers
         self._workers: list[threading.Thread] = []
         self._workers_stop = threading.Event()
@@ -242,7 +242,8 @@ class Manager:
         works: :meth:`Provisioner.list`); while a site's listing backs off it is not called, and
         its nodes are not judged by a listing.
         """
-        if site in self.provisioner.broken or site not in self.provisioner.drivers:
+        block = self.provisioner.blocked(site, now)
+        if block is not None and block.permanent:
             return None
         cached = self._listings.get(site)
         if cached is not None and now - cached[0] < self.list_interval:
@@ -352,8 +353,7 @@ class Manager:
         batched = {"batch": len(batch)} if len(batch) > 1 else {}
         try:
             userdata = [deployable_type(rec.deployable_type).render(self.attributes(spec, rec)) for rec in batch]
-            tags = [{"elastic-pool/domain": rec.domain, "elastic-pool/launch": rec.launch_id,
-                     "elastic-pool/node": rec.node_id} for rec in batch]
+            tags = [machine_tags(domain=rec.domain, launch_id=rec.launch_id, node_id=rec.node_id) for rec in batch]
             self._still_leader()
             if len(batch) == 1:
                 ids: list[str | None] = [self._launch(spec, first, userdata=userdata[0], now=now, tags=tags[0])]
@@ -461,11 +461,12 @@ class Manager:
         if spec is None or rec is None or rec.state != S.REQUESTED or rec.launch_id != item.launch_id:
             return None  # cancelled (scale-in before launch), done already, or the domain is gone
         self.provisioner.ensure_site(spec.site_spec(rec.site))
-        if not self.provisioner.available(rec.site, now):
-            if rec.site in self.provisioner.broken:
-                self._launch_failed(rec, f"site {rec.site} is broken: {self.provisioner.broken[rec.site]}", now)
+        block = self.provisioner.blocked(rec.site, now)
+        if block is not None:
+            if block.permanent or block.until is None:
+                self._launch_failed(rec, block.reason, now)
                 return None
-            return max(0.05, self.provisioner.backoff[rec.site].until - now)
+            return max(0.05, block.until - now)
         if self.provisioner.batch_limit(rec.site, now) == 0:  # the site's launch budget is spent
             return max(0.05, self.provisioner.budget_wait(rec.site, now))
         wait = self.provisioner.may_request(rec.site, now)
@@ -473,8 +474,7 @@ class Manager:
             return wait
         try:
             userdata = deployable_type(rec.deployable_type).render(self.attributes(spec, rec))
-            tags = {"elastic-pool/domain": rec.domain, "elastic-pool/launch": rec.launch_id,
-                    "elastic-pool/node": rec.node_id}
+            tags = machine_tags(domain=rec.domain, launch_id=rec.launch_id, node_id=rec.node_id)
             provider_id = self._launch(spec, rec, userdata=userdata, now=now, tags=tags)
         except RetryableError as exc:
             self.store.record(rec.domain, "launch_error", now, node=rec.node_id, error=str(exc),

@@ -5,10 +5,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import random
 from typing import Any, Callable, Mapping
 
 from pool.control.manager import Manager
+from pool.core.keys import TAG_NODE
 from pool.core.model import DomainSpec, NodeState, SensorSpec, parse_domain_spec
 from pool.sites.provisioner import Provisioner
 from pool.sites.sim import SimCloudProfile, SimNodeDriver
@@ -17,7 +17,7 @@ from sensors import simqueue
 
 S = NodeState
 _fleets = itertools.count(1)
-NODE_TAG = "elastic-pool/node"
+NODE_TAG = TAG_NODE
 
 
 class Fleet:
@@ -50,8 +50,7 @@ class Fleet:
         }
         all_drivers: dict[str, Any] = {**self.sites, **dict(drivers or {})}
         self.provisioner = Provisioner(all_drivers)
-        for i, backoff in enumerate(self.provisioner.backoff.values()):
-            backoff.rng = random.Random(seed * 7919 + i)
+        self.provisioner.seed(seed)
         self.calls_per_tick = math.inf if api_latency <= 0 else provisioners * tick / api_latency
         self._budget = 0.0
         self.launch_calls = 0  # launch requests the provisioner workers made (accepted or not)

@@ -9,7 +9,6 @@ import itertools
 import json
 import math
 import platform
-import random
 import time as walltime
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from libcloud.compute.base import Node
 
 from policies import registry as policy_registry
 from pool.control.manager import Manager
+from pool.core.keys import TAG_NODE
 from pool.core.model import DomainSpec, PluginParamError, SpecError, UnknownPlugin, parse_domain_spec
 from pool.sim.traces import Task
 from pool.sites.provisioner import Provisioner
@@ -30,7 +30,7 @@ from sensors import simqueue
 
 SITE = "sim"
 DOMAIN = "sim"
-NODE_TAG = "elastic-pool/node"
+NODE_TAG = TAG_NODE
 INF = math.inf
 
 #: The simulated domain before the user's spec, the policy's scaling defaults and overrides.
@@ -185,8 +185,7 @@ class Simulation:
         self.store = MemoryStore(on_record=self._on_record)
         self.driver = SimNodeDriver(ex_clock=self.clock, ex_profile=profile, ex_seed=seed)
         self.provisioner = Provisioner({SITE: self.driver})
-        for i, backoff in enumerate(self.provisioner.backoff.values()):
-            backoff.rng = random.Random(seed * 7919 + i)  # jitter is part of the seeded run
+        self.provisioner.seed(seed)  # jitter is part of the seeded run
         self.manager = Manager(store=self.store, provisioner=self.provisioner, redis_url="memory://simulation",
                                clock=self.clock, manager_id=f"simulator-{self.queue_name}")
         self.store.put_domain(self.spec)

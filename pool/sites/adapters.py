@@ -11,9 +11,7 @@ from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeSize
 from libcloud.compute.drivers.ec2 import BaseEC2NodeDriver, EC2NodeDriver
 
 #: Tag keys the pool puts on every machine it launches.
-TAG_DOMAIN = "elastic-pool/domain"
-TAG_LAUNCH = "elastic-pool/launch"
-TAG_NODE = "elastic-pool/node"
+from pool.core.keys import TAG_DOMAIN, TAG_LAUNCH, TAG_NODE  # noqa: E402,F401  (one definition, re-exported)
 
 
 class UnknownOffering(LookupError):

@@ -170,6 +170,15 @@ BATCH_RECOVER = 60.0
 
 
 @dataclass(frozen=True)
+class SiteBlock:
+    """Why a site takes no launch request (``until``: when it may again; ``None``: not by itself)."""
+
+    reason: str
+    until: float | None
+    permanent: bool = False
+
+
+@dataclass(frozen=True)
 class SiteNode:
     """What a site says of one machine."""
 
@@ -230,6 +239,23 @@ class Provisioner:
             return self.drivers[site]
         except KeyError:
             raise PermanentError(f"unknown site {site!r}; configured: {', '.join(sorted(self.drivers))}") from None
+
+    def blocked(self, site: str, now: float) -> SiteBlock | None:
+        """Why the site takes no launch request now, and until when (``None``: it takes them)."""
+        if site not in self.drivers and site not in self.broken:
+            return SiteBlock(f"unknown site {site!r}", None, permanent=True)
+        if site in self.broken:
+            return SiteBlock(f"site {site} is broken: {self.broken[site]}", None, permanent=True)
+        until = max(self.backoff[site].until, self.full.get(site, 0.0))
+        if until > now:
+            why = "out of capacity" if self.full.get(site, 0.0) > now else "backing off after errors"
+            return SiteBlock(f"site {site} is {why}", until)
+        return None
+
+    def seed(self, seed: int) -> None:
+        """Seed the jitter of every site's backoff (a simulation's runs then repeat exactly)."""
+        for i, backoff in enumerate(self.backoff.values()):
+            backoff.rng = random.Random(seed * 7919 + i)
 
     def available(self, site: str, now: float) -> bool:
         return (site in self.drivers and site not in self.broken and self.backoff[site].ready(now)

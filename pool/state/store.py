@@ -13,9 +13,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 import redis
 
+from pool.core import keys
 from pool.core.model import DomainSpec, DomainState, Heartbeat, InvalidRecord, NodeRecord, SpecError, parse_domain_spec
 from pool.core.secrets import redact, redact_text
-from pool.state.workqueue import WorkItem
+from pool.state.workqueue import WorkItem, WorkQueue
 
 log = logging.getLogger("elastic_pool.store")
 
@@ -194,13 +195,13 @@ class Store:
 
     # -- keys -------------------------------------------------------------------------
     def _k(self, *parts: str) -> str:
-        return ":".join((self.ns, *parts))
+        return keys.key(self.ns, *parts)
 
     def _d(self, domain: str, *parts: str) -> str:
-        return self._k("d", domain, *parts)
+        return keys.domain_key(self.ns, domain, *parts)
 
     def heartbeat_key(self, domain: str, node_id: str) -> str:
-        return self._d(domain, "hb", node_id)
+        return keys.heartbeat_key(self.ns, domain, node_id)
 
     def heartbeat_times_key(self, domain: str) -> str:
         """Sorted set: node id -> time of its last heartbeat."""
@@ -212,7 +213,7 @@ class Store:
 
     def heartbeat_changes_key(self, domain: str) -> str:
         """Stream: nodes whose heartbeat hash was created or changed more than its time (field ``n``)."""
-        return self._d(domain, "hbx")
+        return keys.heartbeat_changes_key(self.ns, domain)
 
     def record_changes_key(self, domain: str) -> str:
         """Stream: ids of the records written or deleted (field ``ids``, a JSON list)."""
@@ -546,14 +547,41 @@ class Store:
                 out[k[:128]] = info
         return out
 
-    def request_shutdown(self) -> None:
-        self.r.set(self._k("control", "shutdown"), repr(time.time()))
+    def request_shutdown(self, timeout: float | None = None) -> None:
+        """Ask every manager to drain and stop (within ``timeout`` seconds, when given)."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(self._k("control", "shutdown"), repr(time.time()))
+        if timeout is not None:
+            pipe.set(self._k("control", "shutdown", "timeout"), repr(timeout), ex=int(timeout) + 3600)
+        pipe.execute()
 
     def shutdown_requested(self) -> bool:
         return bool(self.r.exists(self._k("control", "shutdown")))
 
+    def shutdown_timeout(self, default: float) -> float:
+        """The drain timeout `pool down` asked for (``default`` when none, or not a finite number)."""
+        try:
+            value = float(self.r.get(self._k("control", "shutdown", "timeout")) or default)
+        except (TypeError, ValueError):
+            return default
+        return value if math.isfinite(value) and value >= 0 else default
+
     def clear_shutdown(self) -> None:
-        self.r.delete(self._k("control", "shutdown"))
+        self.r.delete(self._k("control", "shutdown"), self._k("control", "shutdown", "timeout"))
+
+    # -- the pieces built on this store's client ------------------------------------------
+    def ping(self) -> bool:
+        return bool(self.r.ping())
+
+    def leases(self, *, holder: str, ttl: float = 5.0) -> Any:
+        """The leader leases of this namespace, held as ``holder``."""
+        from pool.state.leases import Leases
+
+        return Leases(self.r, namespace=self.ns, holder=holder, ttl=ttl)
+
+    def work_queue(self, *, reclaim_after: float = 30.0) -> WorkQueue:
+        """The durable launch/terminate work queue of this namespace."""
+        return WorkQueue(self.r, namespace=self.ns, reclaim_after=reclaim_after)
 
 
 class MemoryStore(Store):
@@ -718,8 +746,11 @@ class MemoryStore(Store):
     def managers(self) -> dict[str, dict[str, Any]]:
         return {k: dict(v) for k, v in self._managers.items()}
 
-    def request_shutdown(self) -> None:
-        self._shutdown = 0.0
+    def request_shutdown(self, timeout: float | None = None) -> None:
+        self._shutdown = 0.0 if timeout is None else timeout
+
+    def shutdown_timeout(self, default: float) -> float:
+        return default if not self._shutdown else self._shutdown
 
     def shutdown_requested(self) -> bool:
         return self._shutdown is not None

@@ -18,6 +18,8 @@ import redis
 from celery import signals
 from celery.app.utils import find_app
 
+from pool.core.keys import heartbeat_changes_key, heartbeat_key
+
 
 class BusyReporter:
     """Samples the worker's running tasks (Celery's own ``active_requests``) in the main process.
@@ -31,12 +33,11 @@ class BusyReporter:
     #: entries kept in the stream of heartbeat changes (``pool.state.store.HEARTBEAT_CHANGES_LENGTH``)
     CHANGES_LENGTH = 20000
 
-    def __init__(self, *, redis_url: str, key: str, interval: float = 0.2) -> None:
+    def __init__(self, *, redis_url: str, namespace: str, domain: str, node_id: str, interval: float = 0.2) -> None:
         self.client = redis.Redis.from_url(redis_url, socket_timeout=5)
-        self.key = key
-        # key is {namespace}:d:{domain}:hb:{node}; the stream is {namespace}:d:{domain}:hbx
-        prefix, _, self.node_id = key.rpartition(":hb:")
-        self.changes = f"{prefix}:hbx"
+        self.key = heartbeat_key(namespace, domain, node_id)
+        self.node_id = node_id
+        self.changes = heartbeat_changes_key(namespace, domain)
         self.interval = interval
         self.stopped = threading.Event()
 
@@ -126,7 +127,7 @@ def main() -> None:
     )
     reporter = BusyReporter(
         redis_url=env["POOL_REDIS_URL"],
-        key=f"{env.get('POOL_NAMESPACE', 'ep')}:d:{env['POOL_DOMAIN']}:hb:{env['POOL_NODE_ID']}",
+        namespace=env.get("POOL_NAMESPACE", "ep"), domain=env["POOL_DOMAIN"], node_id=env["POOL_NODE_ID"],
     )
     signals.worker_ready.connect(reporter.start, weak=False)
     app.worker_main(
