@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Callable, ClassVar, Mapping, Protocol
 
 from pool.core.model import Reading
-from sensors import error_text
+from sensors import Sensor, error_text, load_sensor
 
 
 class SimulatedQueue(Protocol):
@@ -17,40 +17,43 @@ class SimulatedQueue(Protocol):
         ...
 
 
-#: Queues a simulation has registered, by name: the sensor's only window on the simulated world.
-QUEUES: dict[str, SimulatedQueue] = {}
-
-
-def register(name: str, queue: SimulatedQueue) -> None:
-    """Make ``queue`` readable by ``sim_queue`` sensors whose ``queue`` parameter is ``name``."""
-    QUEUES[name] = queue
-
-
-def unregister(name: str) -> None:
-    QUEUES.pop(name, None)
-
-
 @dataclass
 class SimQueueSensor:
     """Backlog of a simulated queue: tasks waiting plus tasks running, like Celery's ready + unacked.
 
     Parameters:
-        queue: the name the simulation registered its queue under.
+        queue: the name of the simulation's queue (the simulation attaches it: :func:`attach`).
     """
+
+    #: not a spec parameter: the simulation that owns the queue attaches it (see :func:`attach`)
+    OPERATOR_ONLY: ClassVar[frozenset[str]] = frozenset({"source"})
 
     queue: str = "default"
     name: str = "sim_queue"
+    source: SimulatedQueue | None = None
 
     def read(self, now: float) -> Reading:
-        source = QUEUES.get(self.queue)
-        if source is None:
-            return Reading(self.name, None, now, error=f"no simulated queue named {self.queue!r}; "
-                           f"registered: {', '.join(sorted(QUEUES)) or 'none'}")
+        if self.source is None:
+            return Reading(self.name, None, now, error=f"no simulated queue attached for {self.queue!r}: sim_queue "
+                           "reads only the queues of `pool simulate` and the simulated fleet")
         try:
-            ready, running = source.depth()
+            ready, running = self.source.depth()
         except Exception as exc:  # noqa: BLE001 (a sensor reports, never raises)
             return Reading(self.name, None, now, error=error_text(exc))
         return Reading(self.name, float(ready + running), now, detail={"ready": ready, "unacked": running})
 
     def close(self) -> None:
         pass
+
+
+def attach(queues: Mapping[str, SimulatedQueue]) -> Callable[[str, Mapping[str, Any]], Sensor]:
+    """A sensor factory for a simulation's manager: sensors are built as usual, and each ``sim_queue``
+    sensor is attached to the simulation's queue of its ``queue`` name (injected, no module state)."""
+
+    def build(name: str, params: Mapping[str, Any]) -> Sensor:
+        sensor = load_sensor(name, params)
+        if isinstance(sensor, SimQueueSensor):
+            sensor.source = queues.get(sensor.queue)
+        return sensor
+
+    return build

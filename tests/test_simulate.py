@@ -230,13 +230,12 @@ def test_sim_queue_sensor_reads_ready_plus_running() -> None:
             return 7, 3
 
     sensor = load_sensor("sim_queue", {"queue": "t-sensor"})
-    assert not sensor.read(1.0).ok  # nothing registered under that name
-    simqueue.register("t-sensor", Queue())
-    try:
-        reading = sensor.read(2.0)
-    finally:
-        simqueue.unregister("t-sensor")
+    assert not sensor.read(1.0).ok  # no simulation attached a queue
+    attached = simqueue.attach({"t-sensor": Queue()})("sim_queue", {"queue": "t-sensor"})
+    reading = attached.read(2.0)
     assert (reading.value, reading.detail["ready"], reading.detail["unacked"]) == (10.0, 7, 3)
+    other = simqueue.attach({"t-sensor": Queue()})("sim_queue", {"queue": "another"})
+    assert not other.read(3.0).ok and "no simulated queue attached" in str(other.read(3.0).error)
 
 
 # ---------------------------------------------------------------------------

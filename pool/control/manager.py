@@ -90,12 +90,14 @@ class Manager:
         reclaim_after: float = RECLAIM_AFTER,
         list_interval: float = 0.0,
         metrics: Metrics | None = None,
+        sensor_factory: Callable[[str, Mapping[str, Any]], Sensor] = load_sensor,
     ) -> None:
         """``workers`` > 0: launch/terminate calls go through the durable work queue and are done
         by that many provisioner worker threads (started by :meth:`start_workers`), here and in
         every other manager; 0: the tick makes them itself (the simulator, single-process tests).
         ``list_interval`` bounds how often each site's node listing is fetched."""
         self.store = store
+        self.sensor_factory = sensor_factory  # a simulation injects one that attaches its queues
         self.services = list(services)
         self.context: dict[str, dict[str, str]] = {}  # per domain: what its services provide
         self.provisioner = provisioner
@@ -164,7 +166,7 @@ class Manager:
             if stop_watch is not None:
                 stop_watch()
             try:
-                sensor: Sensor | None = load_sensor(spec.sensor.name, self.sensor_params(spec))
+                sensor: Sensor | None = self.sensor_factory(spec.sensor.name, self.sensor_params(spec))
                 err = None
             except (UnknownPlugin, PluginParamError) as exc:
                 sensor, err = None, str(exc)

@@ -37,9 +37,9 @@ class Fleet:
                  seed: int = 0, tick: float = 1.0, provisioners: int = 1, api_latency: float = 0.0,
                  drivers: Mapping[str, Any] | None = None, list_interval: float = 0.0) -> None:
         self.spec = spec if isinstance(spec, DomainSpec) else parse_domain_spec(dict(spec))
+        self.queue_name = ""
         if self.spec.sensor.name == "sim_queue":  # an empty queue of this fleet's own (the policy sizes it)
             self.queue_name = f"fleet-{next(_fleets)}"
-            simqueue.register(self.queue_name, self)
             self.spec = self.spec.model_copy(update={"sensor": SensorSpec(name="sim_queue", queue=self.queue_name)})
         self.now = 0.0
         self.tick_interval = tick
@@ -49,15 +49,15 @@ class Fleet:
             for i, (name, profile) in enumerate(sorted(profiles.items()))
         }
         all_drivers: dict[str, Any] = {**self.sites, **dict(drivers or {})}
-        self.provisioner = Provisioner(all_drivers)
+        self.provisioner = Provisioner(all_drivers, gate=self)
         self.provisioner.seed(seed)
         self.calls_per_tick = math.inf if api_latency <= 0 else provisioners * tick / api_latency
         self._budget = 0.0
         self.launch_calls = 0  # launch requests the provisioner workers made (accepted or not)
         self.terminate_calls = 0
-        self._wrap_calls()
         self.manager = Manager(store=self.store, provisioner=self.provisioner, redis_url="memory://fleet",
-                               clock=self.clock, manager_id="fleet", wakeups=False, list_interval=list_interval)
+                               clock=self.clock, manager_id="fleet", wakeups=False, list_interval=list_interval,
+                               sensor_factory=simqueue.attach({self.queue_name: self} if self.queue_name else {}))
         self.store.put_domain(self.spec)
         self.booted: dict[str, tuple[str, float]] = {}  # node id -> (site, last beat)
         self._beats: list[tuple[float, str]] = []  # (next beat due, node id): a heap
@@ -69,30 +69,21 @@ class Fleet:
     def depth(self) -> tuple[int, int]:
         return 0, 0
 
-    def _wrap_calls(self) -> None:
-        """Hold launch calls to the provisioner workers' throughput (``calls_per_tick``); count calls."""
-        pace = self.provisioner.may_request
-        terminate = self.provisioner.terminate
+    # -- the provisioner workers' throughput (the provisioner's call gate) ------------------
+    def wait(self, site: str, now: float) -> float:
+        """Before a launch request: every worker busy until the next tick, or free now."""
         limited = not math.isinf(self.calls_per_tick)
+        return self.tick_interval if limited and self._budget < 1.0 else 0.0
 
-        def may_request(site: str, now: float) -> float:
-            if limited and self._budget < 1.0:
-                return self.tick_interval  # every worker is busy until the next tick
-            wait = pace(site, now)
-            if wait == 0.0:
-                self.launch_calls += 1
-                if limited:
-                    self._budget -= 1.0
-            return wait
-
-        def terminate_call(record: Any, *, grace: float, now: float) -> None:
+    def made(self, op: str) -> None:
+        """A launch or terminate call was made: counted, and its worker time taken from the budget
+        (a terminate's from later launches)."""
+        if op == "launch":
+            self.launch_calls += 1
+        else:
             self.terminate_calls += 1
-            if limited:
-                self._budget -= 1.0  # the call is made now; its worker time is taken from later launches
-            terminate(record, grace=grace, now=now)
-
-        self.provisioner.may_request = may_request  # type: ignore[method-assign]
-        self.provisioner.terminate = terminate_call  # type: ignore[method-assign]
+        if not math.isinf(self.calls_per_tick):
+            self._budget -= 1.0
 
     def step(self) -> None:
         """One tick: heartbeats, the manager's tick, then what the sites did meanwhile."""

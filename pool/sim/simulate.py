@@ -187,7 +187,8 @@ class Simulation:
         self.provisioner = Provisioner({SITE: self.driver})
         self.provisioner.seed(seed)  # jitter is part of the seeded run
         self.manager = Manager(store=self.store, provisioner=self.provisioner, redis_url="memory://simulation",
-                               clock=self.clock, manager_id=f"simulator-{self.queue_name}")
+                               clock=self.clock, manager_id=f"simulator-{self.queue_name}",
+                               sensor_factory=simqueue.attach({self.queue_name: self}))
         self.store.put_domain(self.spec)
         # task and worker state
         self.start = [math.nan] * self.n
@@ -347,12 +348,7 @@ class Simulation:
     def run(self) -> dict[str, Any]:
         """Simulate until every task is done and the domain is back at its minimum (or ``tail``
         seconds after the last task ended, or the horizon). Returns this policy's results."""
-        simqueue.register(self.queue_name, self)
-        try:
-            end = self._loop()
-        finally:
-            simqueue.unregister(self.queue_name)
-        return self._results(end)
+        return self._results(self._loop())
 
     def _loop(self) -> float:
         arrival, n, driver = self.arrival, self.n, self.driver

@@ -7,7 +7,7 @@ import logging
 import random
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
 from libcloud.common.types import InvalidCredsError
@@ -169,6 +169,15 @@ BATCH_MAX = 1000
 BATCH_RECOVER = 60.0
 
 
+class CallGate(Protocol):
+    """Who makes the calls, where that is modelled (the simulated fleet's provisioner workers): how long
+    before a launch request may go, and each call as it is made."""
+
+    def wait(self, site: str, now: float) -> float: ...
+
+    def made(self, op: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class SiteBlock:
     """Why a site takes no launch request (``until``: when it may again; ``None``: not by itself)."""
@@ -194,10 +203,12 @@ class Provisioner:
     """The only path from the manager to cloud APIs."""
 
     def __init__(self, drivers: Mapping[str, NodeDriver], *, on_event: Callable[..., None] | None = None,
-                 backoff_base: float = 1.0, backoff_cap: float = 60.0, config: OperatorConfig | None = None) -> None:
+                 backoff_base: float = 1.0, backoff_cap: float = 60.0, config: OperatorConfig | None = None,
+                 gate: CallGate | None = None) -> None:
         """``config``: what the operator allows sites of a spec to use (credential references, endpoints);
         by default nothing: only the sites in ``drivers`` and built-in sites without options."""
         self.config = config or OperatorConfig()
+        self.gate = gate
         self.drivers = dict(drivers)
         self.backoff = {name: Backoff(base=backoff_base, cap=backoff_cap) for name in self.drivers}
         self.broken: dict[str, str] = {}
@@ -262,9 +273,17 @@ class Provisioner:
                 and self.full.get(site, 0.0) <= now)
 
     def may_request(self, site: str, now: float) -> float:
-        """Take a launch request token of the site's pacing: 0.0 if taken, else seconds until one is there."""
+        """Take a launch request token of the site's pacing: 0.0 if taken, else seconds until one is there
+        (or until the call gate, where there is one, has a worker free)."""
+        if self.gate is not None:
+            wait = self.gate.wait(site, now)
+            if wait > 0:
+                return wait
         paced = self.pace.get(site)
-        return 0.0 if paced is None else paced[1].take(now)
+        wait = 0.0 if paced is None else paced[1].take(now)
+        if wait == 0.0 and self.gate is not None:
+            self.gate.made("launch")
+        return wait
 
     def _failed(self, site: str, exc: BaseException, now: float, *, capacity_ttl: float = 180.0) -> ProvisionError:
         err = classify(exc, delay=0.0)
@@ -439,6 +458,8 @@ class Provisioner:
 
     def terminate(self, record: NodeRecord, *, grace: float, now: float) -> None:
         """Ask the site to end the machine; idempotent."""
+        if self.gate is not None:
+            self.gate.made("terminate")
         driver = self.driver(record.site)
         try:
             driver.destroy_node(self._node(record), **adapters.adapter_for(driver).destroy_kwargs(grace=grace))
