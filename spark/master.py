@@ -180,7 +180,7 @@ class _Master:
 
 
 class SparkMasterService:
-    """A :class:`pool.control.manager.DomainService` for spark-worker domains.
+    """A :class:`pool.workloads.base.DomainService` for spark-worker domains.
 
     For a domain whose ``spark.master_url`` is set, the master is adopted: nothing is started.
     Otherwise a standalone master from pyspark runs on ``spark.host`` and free ports (or the ports

@@ -31,6 +31,7 @@ def modules(package: str) -> list[Path]:
     ("pool.state", ("pool.control", "pool.sites", "pool.workloads", "pool.node", "pool.sim", "pool.cli")),
     ("pool.sites", ("pool.control", "pool.workloads", "pool.node", "pool.sim", "pool.cli")),
     ("pool.control", ("pool.node", "pool.sim", "pool.cli")),
+    ("pool.workloads", ("pool.control", "pool.sites", "pool.node", "pool.sim", "pool.cli")),
     ("policies", ("pool.state", "pool.control", "pool.sites", "pool.workloads", "pool.node", "pool.sim",
                   "pool.cli", "sensors", "redis", "celery", "kombu", "libcloud", "time")),
 ])
@@ -54,3 +55,11 @@ def test_no_function_of_the_control_loop_is_over_80_lines() -> None:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = {n.lineno for n in ast.walk(node) if hasattr(n, "lineno") and not isinstance(n, ast.Constant)}
                 assert len(lines) <= 80, f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {len(lines)} lines"
+
+
+def test_the_control_loop_names_no_workload() -> None:
+    """Everything a workload needs from the control loop goes through the workload interface."""
+    for path in modules("pool.control"):
+        text = path.read_text().lower()
+        for word in ("celery", "spark"):
+            assert word not in text, f"{path.relative_to(ROOT)} names {word}"

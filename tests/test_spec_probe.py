@@ -34,7 +34,9 @@ from pool.core.model import (
     parse_domain_spec,
 )
 from pool.specload import MAX_ALIASES, MAX_BYTES, MAX_DEPTH, MAX_NODES, load_yaml_documents
-from pool.workloads.images import DEPLOYABLE_TYPES, deployable_type
+from pool.workloads.images import deployable_type, deployable_types
+
+DEPLOYABLE_TYPES = deployable_types()
 
 CELERY_BASE: dict[str, Any] = {"name": "probe", "max": 4, "celery": {"app": "tasks"}, "sites": [{"name": "local"}]}
 SPARK_BASE: dict[str, Any] = {"name": "probe", "max": 4, "deployable_type": "spark-worker", "spark": {},
@@ -321,7 +323,7 @@ def payloads(marker: Path) -> list[str]:
 def attribute_bag(spec: DomainSpec, node: NodeRecord) -> dict[str, str]:
     """The shape of the bag the manager renders (``Manager.attributes``), with ``python`` harmless."""
     assert spec.celery is not None
-    attrs = {"python": "/bin/true", "redis_url": "redis://127.0.0.1:1/0", "namespace": "ep", "domain": spec.name,
+    attrs = {"workload": "celery", "python": "/bin/true", "redis_url": "redis://127.0.0.1:1/0", "namespace": "ep", "domain": spec.name,
              "node_id": node.node_id, "launch_id": node.launch_id, "broker": spec.broker or "redis://127.0.0.1:1/1",
              "heartbeat_interval": f"{spec.timeouts.heartbeat_interval:g}", "queue": spec.celery.queue,
              "celery_app": spec.celery.app, "celery_path": spec.celery.path or "",

@@ -30,9 +30,10 @@ from pool.core.model import (
     parse_domain_spec,
 )
 from pool.core.secrets import install_log_redaction, protect_process, redact, redact_text
-from pool.sites.config import ConfigError, OperatorConfig, safe_code_dir
+from pool.sites.config import ConfigError, OperatorConfig
 from pool.state.redisserver import RedisUnavailable, StateDirError, embedded_url, resolve_url, state_dir, stop_embedded
 from pool.state.store import Store
+from pool.workloads.celery import safe_code_dir
 
 console = Console(emoji=False)
 #: Sites that `pool up` runs domains on.
@@ -306,7 +307,7 @@ def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float, pro
     from pool.control.metrics import Metrics
     from pool.sites.provisioner import Provisioner
     from pool.sites.registry import make_driver
-    from spark.master import SparkMasterService
+    from pool.workloads.base import workloads
 
     pidfile = _manager_pidfile()  # the state directory is usable before anything starts
     metrics = Metrics() if metrics_port is not None else None
@@ -326,7 +327,7 @@ def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float, pro
         fail(f"cannot set up the local site: {exc}", 1)
     manager_id = f"{socket.gethostname()}-{os.getpid()}"
     leases = store.leases(holder=manager_id, ttl=lease_ttl)
-    manager = Manager(store=store, provisioner=provisioner, redis_url=url, services=[SparkMasterService()],
+    manager = Manager(store=store, provisioner=provisioner, redis_url=url, services=[s for w in workloads() for s in w.services()],
                       leases=leases, manager_id=manager_id, workers=provisioners, list_interval=list_interval,
                       reclaim_after=reclaim_after, metrics=metrics)
     store.clear_shutdown()

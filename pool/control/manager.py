@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping
 
 import redis
 
@@ -37,12 +37,12 @@ from pool.core.model import (
     Reading,
     UnknownPlugin,
 )
-from pool.sites.config import safe_code_dir
 from pool.sites.provisioner import PermanentError, Provisioner, RetryableError, SiteNode
 from pool.state.leases import ROLES, Lease, LeaseLost, Leases
 from pool.state.redisserver import broker_url_for
 from pool.state.store import FencedWrite, Store
 from pool.state.workqueue import RECLAIM_AFTER, WorkItem
+from pool.workloads.base import DomainService, import_path, workload_for_type
 from pool.workloads.images import deployable_type
 from sensors import Sensor, error_text, load_sensor
 
@@ -54,21 +54,6 @@ S = NodeState
 # ---------------------------------------------------------------------------
 # Manager: the I/O around plan_domain
 # ---------------------------------------------------------------------------
-
-
-class DomainService(Protocol):
-    """Something a domain needs besides its workers (e.g. a Spark master), kept up by the manager.
-
-    ``ensure`` runs at the start of every tick for the domains it ``applies`` to; the mapping it
-    returns is added to those domains' attribute bag and offered to their sensor as defaults
-    (keys the sensor does not take are left out).
-    """
-
-    def applies(self, spec: DomainSpec) -> bool: ...
-
-    def ensure(self, spec: DomainSpec, now: float) -> Mapping[str, str]: ...
-
-    def stop(self, spec: DomainSpec) -> None: ...
 
 
 class Manager:
@@ -147,13 +132,9 @@ class Manager:
         for key, value in self.context.get(spec.name, {}).items():
             if key in taken:
                 params.setdefault(key, value)
-        if spec.sensor.name == "celery":
-            params.setdefault("broker", self.broker_for(spec))
-            if spec.celery is not None:
-                params.setdefault("queue", spec.celery.queue)
-                # AMQP: in-flight messages are bounded by consumers x prefetch (one per task slot)
-                params.setdefault("prefetch", spec.celery.concurrency)
-            params.setdefault("timeout", spec.sensor.timeout)
+        workload = workload_for_type(spec.deployable_type)
+        for key, value in workload.sensor_defaults(spec, broker=self.broker_for(spec)).items():
+            params.setdefault(key, value)
         return params
 
     def sensor_for(self, spec: DomainSpec) -> tuple[Sensor | None, str | None]:
@@ -267,9 +248,11 @@ class Manager:
         The spec's own ``attributes`` go in first: nothing a spec says can shadow what the pool
         sets (its store, namespace, identity, broker, interpreter), whatever validation let through.
         """
-        celery = spec.celery
+        workload = workload_for_type(spec.deployable_type)
         attrs = dict(spec.attributes)
+        attrs.update(workload.attributes(spec))
         attrs.update({
+            "workload": import_path(workload),
             "python": self.python,
             "redis_url": self.redis_url,
             "namespace": self.store.ns,
@@ -279,16 +262,6 @@ class Manager:
             "broker": self.broker_for(spec),
             "heartbeat_interval": f"{spec.timeouts.heartbeat_interval:g}",
         })
-        if celery is not None:
-            attrs.update(
-                queue=celery.queue,
-                celery_app=celery.app,
-                celery_path=safe_code_dir(celery.path) if celery.path else "",
-                concurrency=str(celery.concurrency),
-                celery_pool=celery.pool,
-                visibility_timeout=f"{celery.visibility_timeout:g}",
-                loglevel=celery.loglevel,
-            )
         attrs.update(self.context.get(spec.name, {}))
         return attrs
 

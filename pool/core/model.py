@@ -350,7 +350,7 @@ ERRORS_SHOWN = 3
 #: context of a domain's services, every ``${...}`` of a deployable type): a spec may not set them.
 RESERVED_ATTRIBUTES: frozenset[str] = frozenset({
     # every worker (pool.workloads.images.AGENT_PREAMBLE, Manager.attributes)
-    "python", "redis_url", "namespace", "domain", "node_id", "launch_id", "broker", "heartbeat_interval",
+    "workload", "python", "redis_url", "namespace", "domain", "node_id", "launch_id", "broker", "heartbeat_interval",
     # celery-worker
     "queue", "celery_app", "celery_path", "concurrency", "celery_pool", "visibility_timeout", "loglevel",
     # spark-worker (spark.master.worker_context and the master service)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from types import FrameType
 
 from pool.state.store import Store
+from pool.workloads.base import from_import_path, load_workload
 
 
 class Agent:
@@ -98,23 +99,16 @@ def main() -> None:
     store = Store.from_url(env["POOL_REDIS_URL"], namespace=env.get("POOL_NAMESPACE", "ep"))
     domain, node_id = env["POOL_DOMAIN"], env["POOL_NODE_ID"]
     interval = float(env.get("POOL_HEARTBEAT_INTERVAL", "2"))
-    workload = env.get("POOL_WORKLOAD", "celery")
-    if workload == "celery":
-        command = [sys.executable, "-m", "pool.workloads.celery_worker"]
-        agent = Agent(store=store, domain=domain, node_id=node_id, command=command, interval=interval)
+    name = env.get("POOL_WORKLOAD") or "celery"  # machines launched by an earlier version name no workload
+    workload = from_import_path(name) if ":" in name else load_workload(name)
+    side = workload.node(env)
+    agent = Agent(store=store, domain=domain, node_id=node_id, command=side.command, interval=interval,
+                  env=side.env, probe=side.probe, drain=side.drain)
+    try:
         sys.exit(agent.run())
-    if workload == "spark":
-        from spark.worker import SparkWorkload
-
-        spark = SparkWorkload.from_env(env)
-        agent = Agent(store=store, domain=domain, node_id=node_id, command=spark.command(),
-                      interval=interval, env=spark.env(env), probe=spark.probe, drain=spark.drain)
-        try:
-            sys.exit(agent.run())
-        finally:
-            spark.cleanup()
-    sys.exit(f"agent: unknown POOL_WORKLOAD {workload!r}; valid: celery, spark")
-
+    finally:
+        if side.cleanup is not None:
+            side.cleanup()
 
 if __name__ == "__main__":
     main()

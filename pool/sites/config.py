@@ -141,30 +141,3 @@ class OperatorConfig:
         """The part of ``environ`` a local worker inherits: the fixed base plus ``worker_env``."""
         patterns = (*BASE_WORKER_ENV, *self.worker_env)
         return {k: v for k, v in environ.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
-
-
-def safe_code_dir(path: str) -> str:
-    """``path`` as a directory a worker may import code from, or ``ValueError`` saying why not.
-
-    The worker runs as the manager's user: code that another user can change there would run with
-    its rights. So the directory and every directory above it must belong to this user or root
-    and be writable by no one else (the sticky /tmp itself excepted).
-    """
-    full = os.path.realpath(path)
-    me = os.getuid()
-    current = full
-    while True:
-        try:
-            st = os.stat(current)
-        except OSError:
-            raise ValueError(f"celery.path {full!r} does not exist on the manager's machine") from None
-        sticky = bool(st.st_mode & 0o1000) and current != full
-        others = st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid not in (0, os.getgid()))
-        if st.st_uid not in (0, me) or (others and not sticky):
-            raise ValueError(f"celery.path {full!r}: {current} may be changed by other users (owner uid "
-                             f"{st.st_uid}, mode {st.st_mode & 0o7777:o}); workers import code only from "
-                             "directories that only you (or root) can write")
-        parent = os.path.dirname(current)
-        if parent == current:
-            return full
-        current = parent

@@ -7,8 +7,6 @@ import string
 from dataclasses import dataclass
 from typing import Mapping
 
-from pool.core.model import UnknownPlugin
-
 #: Attributes that are rendered into user-data only, never into records, events or status.
 SECRET_ATTRIBUTES = frozenset({"redis_url", "broker"})
 
@@ -32,6 +30,7 @@ class DeployableType:
 
 #: What every worker's user-data sets up for its agent: the store, its domain, its identity.
 AGENT_PREAMBLE = """set -euo pipefail
+export POOL_WORKLOAD=${workload}
 export POOL_REDIS_URL=${redis_url}
 export POOL_NAMESPACE=${namespace}
 export POOL_DOMAIN=${domain}
@@ -40,59 +39,18 @@ export POOL_LAUNCH_ID=${launch_id}
 export POOL_HEARTBEAT_INTERVAL=${heartbeat_interval}
 """
 
-CELERY_WORKER = DeployableType(
-    name="celery-worker",
-    required=("python", "redis_url", "namespace", "domain", "node_id", "launch_id", "broker",
-              "queue", "celery_app", "heartbeat_interval"),
-    template="""#!/bin/bash
-# elastic-pool contextualization: celery-worker
-# Joins the domain's pull queue on boot: the agent heartbeats and runs the user's Celery worker.
-""" + AGENT_PREAMBLE + """export POOL_BROKER_URL=${broker}
-export POOL_QUEUE=${queue}
-export POOL_CELERY_APP=${celery_app}
-export POOL_CELERY_PATH=${celery_path}
-export POOL_CONCURRENCY=${concurrency}
-export POOL_CELERY_POOL=${celery_pool}
-export POOL_VISIBILITY_TIMEOUT=${visibility_timeout}
-export POOL_LOGLEVEL=${loglevel}
-exec ${python} -m pool.node.agent
-""",
-)
-
-SPARK_WORKER = DeployableType(
-    name="spark-worker",
-    required=("python", "redis_url", "namespace", "domain", "node_id", "launch_id", "heartbeat_interval",
-              "master_url", "master_ui", "spark_host", "worker_cores", "worker_memory", "daemon_memory",
-              "decommission", "decommission_signal", "drain_timeout"),
-    template="""#!/bin/bash
-# elastic-pool contextualization: spark-worker
-# Joins the domain's Spark master on boot: the agent heartbeats, runs a Spark standalone Worker
-# with this node's cores and memory, and decommissions it gracefully when the node is drained.
-""" + AGENT_PREAMBLE + """export POOL_WORKLOAD=spark
-export POOL_SPARK_MASTER=${master_url}
-export POOL_SPARK_MASTER_UI=${master_ui}
-export POOL_SPARK_HOST=${spark_host}
-export POOL_SPARK_CORES=${worker_cores}
-export POOL_SPARK_MEMORY=${worker_memory}
-export POOL_SPARK_DAEMON_MEMORY=${daemon_memory}
-export POOL_SPARK_DECOMMISSION=${decommission}
-export POOL_SPARK_DECOMMISSION_SIGNAL=${decommission_signal}
-export POOL_SPARK_DRAIN_TIMEOUT=${drain_timeout}
-exec ${python} -m pool.node.agent
-""",
-)
-
-DEPLOYABLE_TYPES: dict[str, DeployableType] = {CELERY_WORKER.name: CELERY_WORKER,
-                                               SPARK_WORKER.name: SPARK_WORKER}
-
-
 def deployable_type(name: str) -> DeployableType:
-    try:
-        return DEPLOYABLE_TYPES[name]
-    except KeyError:
-        raise UnknownPlugin(
-            f"unknown deployable type {name!r}; valid: {', '.join(sorted(DEPLOYABLE_TYPES))}"
-        ) from None
+    """The deployable type ``name``, from the workload that owns it; unknown names list the valid ones."""
+    from pool.workloads.base import workload_for_type
+
+    return workload_for_type(name).deployable_type
+
+
+def deployable_types() -> dict[str, DeployableType]:
+    """Every workload's deployable type, by name."""
+    from pool.workloads.base import workloads
+
+    return {w.deployable_type.name: w.deployable_type for w in workloads()}
 
 
 def public_attributes(attributes: Mapping[str, str]) -> dict[str, str]:

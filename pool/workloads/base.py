@@ -1,0 +1,135 @@
+"""The workload plug-in interface: what a domain's workers run, and everything the pool needs to
+know of it, behind one protocol, so that the control loop names no workload.
+
+A workload gives its deployable type (the contextualization template), its part of the attribute
+bag, defaults for its sensor, the per-domain services it needs (a Spark master, say) and, on the
+worker, the process the agent runs (:class:`NodeSide`: command, environment, busy/idle probe,
+drain, cleanup). Workloads are found like policies and sensors: a short alias table, then the
+entry-point group ``elastic_pool.workloads``; an unknown name lists the valid ones.
+
+Imports ``pool.core`` and ``pool.workloads.images`` only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+
+from pool.core.model import DomainSpec, Registry, UnknownPlugin
+from pool.workloads.images import DeployableType
+
+ALIASES: dict[str, str] = {
+    "celery": "pool.workloads.celery:Celery",
+    "spark": "spark.workload:Spark",
+}
+
+registry = Registry("workload", "elastic_pool.workloads", ALIASES)
+
+
+@dataclass
+class NodeSide:
+    """The workload's process on one worker, as the agent runs it.
+
+    ``probe`` returns heartbeat fields (``ready``, ``active``, ``idle_since``) for a workload watched
+    from outside; ``drain(proc, beat)`` replaces the plain SIGTERM of a warm shutdown; ``cleanup``
+    runs when the agent ends.
+    """
+
+    command: list[str]
+    env: dict[str, str] | None = None
+    probe: Callable[[], Mapping[str, object]] | None = None
+    drain: Callable[..., None] | None = None
+    cleanup: Callable[[], None] | None = None
+
+
+@runtime_checkable
+class DomainService(Protocol):
+    """Something a domain needs besides its workers (e.g. a Spark master), kept up by the manager.
+
+    ``ensure`` runs at the start of every tick for the domains it ``applies`` to; the mapping it
+    returns is added to those domains' attribute bag and offered to their sensor as defaults
+    (keys the sensor does not take are left out).
+    """
+
+    def applies(self, spec: DomainSpec) -> bool: ...
+
+    def ensure(self, spec: DomainSpec, now: float) -> Mapping[str, str]: ...
+
+    def stop(self, spec: DomainSpec) -> None: ...
+
+
+@runtime_checkable
+class Workload(Protocol):
+    """One kind of worker. ``name`` is its registry name; ``deployable_type`` its contextualization."""
+
+    name: str
+    deployable_type: DeployableType
+
+    def attributes(self, spec: DomainSpec) -> dict[str, str]:
+        """The workload's part of the attribute bag (rendered into every worker's user-data)."""
+        ...
+
+    def sensor_defaults(self, spec: DomainSpec, *, broker: str) -> dict[str, Any]:
+        """Parameters the domain's sensor gets unless the spec sets them."""
+        ...
+
+    def services(self) -> list[DomainService]:
+        """Per-domain services the manager keeps up for this workload's domains."""
+        ...
+
+    def node(self, env: Mapping[str, str]) -> NodeSide:
+        """On the worker: the process to run, from the contextualization's environment."""
+        ...
+
+
+_lock = threading.Lock()
+_by_name: dict[str, Workload] = {}
+
+
+def load_workload(name: str) -> Workload:
+    """The workload ``name`` (one instance per process); unknown names list the valid ones."""
+    with _lock:
+        found = _by_name.get(name)
+        if found is None:
+            found = _by_name[name] = registry.build(name, {})
+        return found
+
+
+def workloads() -> list[Workload]:
+    """Every workload the registry knows (those that cannot be loaded here are left out)."""
+    out = []
+    for name in registry.names():
+        try:
+            out.append(load_workload(name))
+        except Exception:  # noqa: BLE001  (a third party's broken plug-in: not ours to stop on)
+            continue
+    return out
+
+
+def workload_for_type(deployable_type: str) -> Workload:
+    """The workload whose deployable type is ``deployable_type``; unknown ones list the valid ones."""
+    known = workloads()
+    for workload in known:
+        if workload.deployable_type.name == deployable_type:
+            return workload
+    valid = ", ".join(sorted(w.deployable_type.name for w in known))
+    raise UnknownPlugin(f"unknown deployable type {deployable_type!r}; valid: {valid}")
+
+
+def import_path(workload: Workload) -> str:
+    """``module:Class`` of a workload: what a worker's agent imports to run it (set in its user-data by
+    the manager, never by a spec), so a workload registered only where the manager runs works too."""
+    cls = type(workload)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def from_import_path(path: str) -> Workload:
+    """The workload at ``module:Class`` (the agent's side of :func:`import_path`)."""
+    module, _, attr = path.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    workload = cls()
+    if not isinstance(workload, Workload):
+        raise TypeError(f"{path} is not a workload")
+    return workload
