@@ -33,6 +33,7 @@ def shell_registered(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # workers import the test workload from the repository
     yield
     base._by_name.pop("shell", None)
+    base._by_type.pop("shell-worker", None)
 
 
 @pytest.fixture

@@ -108,12 +108,30 @@ def workloads() -> list[Workload]:
     return out
 
 
+_by_type: dict[str, Workload] = {}
+
+
 def workload_for_type(deployable_type: str) -> Workload:
-    """The workload whose deployable type is ``deployable_type``; unknown ones list the valid ones."""
+    """The workload whose deployable type is ``deployable_type``; unknown ones list the valid ones.
+
+    Called for every launch and every tick: found once, then cached (the alias table is searched
+    before the installed entry points, whose scan costs milliseconds).
+    """
+    found = _by_type.get(deployable_type)
+    if found is not None:
+        return found
+    for name in list(registry.aliases):
+        workload = load_workload(name)
+        _by_type.setdefault(workload.deployable_type.name, workload)
+    found = _by_type.get(deployable_type)
+    if found is not None:
+        return found
     known = workloads()
     for workload in known:
-        if workload.deployable_type.name == deployable_type:
-            return workload
+        _by_type.setdefault(workload.deployable_type.name, workload)
+    found = _by_type.get(deployable_type)
+    if found is not None:
+        return found
     valid = ", ".join(sorted(w.deployable_type.name for w in known))
     raise UnknownPlugin(f"unknown deployable type {deployable_type!r}; valid: {valid}")
 
