@@ -23,7 +23,8 @@ TITLES = {
     "chaos": "Chaos suite: real managers, workers and brokers under faults (`make chaos`)",
     "policies-sweep": "Policy parameter sweep toward each trace's baseline corner (`python -m bench.policies --sweep`)",
     "simulator": "Simulator speed (`make bench-simulator`)",
-    "tick": "Control-plane cost: one manager tick and its memory at 1,000 and 10,000 nodes (`make bench-tick`)",
+    "tick": ("Control-plane cost: one manager tick and its memory at 1,000 and 10,000 nodes, and side by side "
+             "with a baseline revision (`make bench-tick`)"),
     "fuzz": "Spec loader fuzzing: generated YAML and bytes through the loader and validation (`make bench-fuzz`)",
 }
 
