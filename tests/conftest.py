@@ -91,10 +91,9 @@ class RunningManager:
             self.driver.ex_preempt(node)
 
 
-@pytest.fixture
-def running_manager(store: Store, redis_url: str, pool_home: Path) -> Iterator[RunningManager]:
-    driver = LocalNodeDriver(ex_state_dir=str(pool_home / "sites" / "local"), ex_worker_env=("DEMO_*",))
-    manager = Manager(store=store, provisioner=Provisioner({"local": driver}), redis_url=redis_url)
+@contextlib.contextmanager
+def run_manager(manager: Manager, driver: LocalNodeDriver) -> Iterator[RunningManager]:
+    """``manager`` ticking in a background thread; stopped, and every machine of ``driver`` killed, after."""
     rm = RunningManager(manager, driver)
     rm.thread.start()
     try:
@@ -108,6 +107,14 @@ def running_manager(store: Store, redis_url: str, pool_home: Path) -> Iterator[R
         deadline = time.monotonic() + 10
         while driver.list_nodes() and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+@pytest.fixture
+def running_manager(store: Store, redis_url: str, pool_home: Path) -> Iterator[RunningManager]:
+    driver = LocalNodeDriver(ex_state_dir=str(pool_home / "sites" / "local"), ex_worker_env=("DEMO_*",))
+    with run_manager(Manager(store=store, provisioner=Provisioner({"local": driver}), redis_url=redis_url),
+                     driver) as rm:
+        yield rm
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pool.state.store import Store
 from pool.workloads import base
 from pool.workloads.images import deployable_type
 from sensors import registry as sensors
-from tests.conftest import RunningManager
+from tests.conftest import RunningManager, run_manager
 
 ROOT = Path(__file__).resolve().parent.parent
 S = NodeState
@@ -39,17 +39,9 @@ def shell_registered(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def shell_manager(store: Store, redis_url: str, pool_home: Path, shell_registered: None) -> Iterator[RunningManager]:
     driver = LocalNodeDriver(ex_state_dir=str(pool_home / "sites" / "local"), ex_worker_env=("PYTHONPATH",))
-    manager = Manager(store=store, provisioner=Provisioner({"local": driver}), redis_url=redis_url)
-    rm = RunningManager(manager, driver)
-    rm.thread.start()
-    try:
+    with run_manager(Manager(store=store, provisioner=Provisioner({"local": driver}), redis_url=redis_url),
+                     driver) as rm:
         yield rm
-    finally:
-        rm.stop.set()
-        manager.wake.set()
-        rm.thread.join(10)
-        manager.close()
-        rm.kill_all()
 
 
 def test_a_workload_from_the_registry_runs_end_to_end(shell_manager: RunningManager, redis_url: str,
