@@ -119,8 +119,9 @@ def test_a_machine_spawned_by_a_dead_launcher_is_adopted_not_launched_again(tmp_
     from pool.sites.local import TOKEN_ENV, _process_with_token
 
     token = f"tok-orphan-{uuid.uuid4().hex[:8]}"
-    orphan = subprocess.Popen(["bash", "-c", "sleep 300"], env={**os.environ, TOKEN_ENV: token},
-                              start_new_session=True)
+    # sleep itself, not `bash -c sleep`: Popen returns once its child has exec'd, and no second exec
+    # (bash replacing itself with sleep) can then hide the launch id for a moment while the retry looks
+    orphan = subprocess.Popen(["sleep", "300"], env={**os.environ, TOKEN_ENV: token}, start_new_session=True)
     driver = LocalNodeDriver(ex_state_dir=str(tmp_path))
     try:
         # Popen returns before the child has called setsid and exec'd: wait until it is what a
