@@ -58,3 +58,8 @@ class Spark:
         worker = SparkWorkload.from_env(env)
         return NodeSide(command=worker.command(), env=worker.env(env), probe=worker.probe, drain=worker.drain,
                         cleanup=worker.cleanup)
+
+    def cli(self) -> Any:
+        from spark.cli import spark
+
+        return spark  # `pool spark master|submit`

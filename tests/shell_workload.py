@@ -66,6 +66,9 @@ class Shell:
 
         return NodeSide(command=[sys.executable, "-m", "tests.shell_workload"], probe=probe)
 
+    def cli(self) -> Any:
+        return None
+
 
 @dataclass
 class ListLength:

@@ -843,9 +843,17 @@ def events(name: str, count: int) -> None:
         click.echo(one_line(f"{stamp} {kind:10s} " + " ".join(f"{k}={v}" for k, v in e.items()), 2000))
 
 
-from spark.cli import spark as spark_commands  # noqa: E402  (the `pool spark` group)
+def _add_workload_commands() -> None:
+    """Each workload's own command group (`pool spark`, ...), from the workload registry."""
+    from pool.workloads.base import workloads
 
-main.add_command(spark_commands)
+    for workload in workloads():
+        group = workload.cli()
+        if group is not None:
+            main.add_command(group)
+
+
+_add_workload_commands()
 from pool.cli.simulate import simulate  # noqa: E402  (`pool simulate`)
 
 main.add_command(simulate)

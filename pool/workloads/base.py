@@ -83,6 +83,10 @@ class Workload(Protocol):
         """On the worker: the process to run, from the contextualization's environment."""
         ...
 
+    def cli(self) -> Any:
+        """The workload's command group under `pool` (a click group), or ``None``."""
+        ...
+
 
 _lock = threading.Lock()
 _by_name: dict[str, Workload] = {}

@@ -93,3 +93,6 @@ class Celery:
 
     def node(self, env: Mapping[str, str]) -> NodeSide:
         return NodeSide(command=[sys.executable, "-m", "pool.workloads.celery_worker"])
+
+    def cli(self) -> Any:
+        return None  # Celery users keep their own tools (producers, `celery inspect`)
