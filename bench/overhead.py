@@ -159,7 +159,7 @@ def run_plain(bench: Bench, broker: str, queue: str, sensor: CeleryQueueSensor, 
 def managed_spec(name: str, queue: str) -> Any:
     """A domain of exactly one worker whose Celery settings are the plain worker's."""
     spec = domain_spec(name, queue=queue, max_size=1, policy={"name": "fixed", "size": 1})
-    settings = {k: getattr(spec.celery, k) for k in PLAIN_SETTINGS}
+    settings = {k: getattr(spec.block, k) for k in PLAIN_SETTINGS}
     if settings != PLAIN_SETTINGS:
         raise RuntimeError(f"managed worker settings {settings} differ from the plain worker's {PLAIN_SETTINGS}")
     return spec

@@ -41,6 +41,7 @@ from spark.master import (
     terminate,
 )
 from spark.rest import master_state, spark_bin, spark_home
+from spark.spec import spark_spec
 
 JOB = ROOT / "examples" / "spark_job.py"
 WORKERS = 4
@@ -191,9 +192,8 @@ def main() -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     os.environ["POOL_HOME"] = str(tmp / "pool-home")
     spec = domain(args.idle_timeout)
-    assert spec.spark is not None
     jvm = {f"spark.{side}.extraJavaOptions": JVM_OPTS for side in ("driver", "executor")}
-    conf = {**submit_conf(spec.spark), **jvm, "spark.log.level": "WARN"}
+    conf = {**submit_conf(spark_spec(spec)), **jvm, "spark.log.level": "WARN"}
     task = job_args(args.partitions, args.items, args.task_ms)
 
     # -- static: 4 workers started beforehand ---------------------------------------------------

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pool.core.model import DomainSpec, SparkSpec
+from pool.core.model import DomainSpec
 from pool.state.redisserver import free_port, state_dir
 from spark.rest import SparkNotInstalled, Unreachable, master_state, spark_bin, spark_home
+from spark.spec import SparkSpec, spark_spec
 
 log = logging.getLogger("elastic_pool.spark")
 
@@ -97,8 +98,7 @@ def submit_conf(spark: SparkSpec) -> dict[str, str]:
 
 def worker_context(spec: DomainSpec) -> dict[str, str]:
     """Attributes every spark-worker of the domain needs, besides the master's address."""
-    assert spec.spark is not None
-    sp = spec.spark
+    sp = spark_spec(spec)
     return {
         "spark_host": sp.host,
         "worker_cores": str(sp.worker_cores),
@@ -195,12 +195,11 @@ class SparkMasterService:
         self._masters: dict[str, _Master] = {}
 
     def applies(self, spec: DomainSpec) -> bool:
-        return spec.spark is not None
+        return isinstance(spec.block, SparkSpec)
 
     # -- ensure -----------------------------------------------------------------------------
     def ensure(self, spec: DomainSpec, now: float) -> Mapping[str, str]:
-        assert spec.spark is not None
-        sp = spec.spark
+        sp = spark_spec(spec)
         context = worker_context(spec)
         if sp.master_url:
             assert sp.master_ui is not None
@@ -245,10 +244,10 @@ class SparkMasterService:
         m.next_start = now + delay
         m.started = 0.0
         m.up_since = None
-        assert spec.spark is not None
+        sp = spark_spec(spec)
         if not came_up and m.failures > 1:  # it never came up again: its ports may be taken
-            m.port = spec.spark.master_port or free_port(spec.spark.host)
-            m.ui_port = spec.spark.ui_port or free_port(spec.spark.host)
+            m.port = sp.master_port or free_port(sp.host)
+            m.ui_port = sp.ui_port or free_port(sp.host)
         raise RuntimeError(
             f"spark master of {spec.name} {why}; restart {m.failures} in {delay:g}s "
             f"(log: {master_file(spec.name).parent / 'master.log'})"
@@ -274,8 +273,7 @@ class SparkMasterService:
         return m
 
     def _start(self, spec: DomainSpec, m: _Master | None, now: float) -> None:
-        assert spec.spark is not None
-        sp = spec.spark
+        sp = spark_spec(spec)
         if m is None:
             recorded = read_master(spec.name) or {}
             same_host = recorded.get("host") == sp.host and not recorded.get("adopted")
@@ -315,9 +313,9 @@ class SparkMasterService:
                 "ui_port": m.ui_port, "pid": m.pid, "start_ticks": m.ticks, "state": state}
 
     def _record(self, spec: DomainSpec, data: dict[str, Any]) -> None:
-        assert spec.spark is not None
-        full = {**data, "domain": spec.name, "submit_conf": submit_conf(spec.spark),
-                "worker_memory": spec.spark.worker_memory, "worker_cores": spec.spark.worker_cores}
+        sp = spark_spec(spec)
+        full = {**data, "domain": spec.name, "submit_conf": submit_conf(sp),
+                "worker_memory": sp.worker_memory, "worker_cores": sp.worker_cores}
         if read_master(spec.name) != full:
             _write_master(spec.name, full)
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from pool.core.model import DomainSpec
+from pool.core.model import DomainSpec, SpecBlock
 from pool.workloads.base import DomainService, NodeSide
 from pool.workloads.images import AGENT_PREAMBLE, DeployableType
+from spark.spec import SparkSpec, spark_defaults
 
 SPARK_WORKER = DeployableType(
     name="spark-worker",
@@ -40,12 +41,17 @@ class Spark:
 
     name = "spark"
     deployable_type = SPARK_WORKER
+    spec_block = SpecBlock(key="spark", model=SparkSpec, required=True, hint="(e.g. 'spark: {}' to start a master)",
+                           defaults=spark_defaults, reserved=SPARK_WORKER.placeholders)
 
     def attributes(self, spec: DomainSpec) -> dict[str, str]:
         return {}  # the master's address and the worker's size come from the master service
 
     def sensor_defaults(self, spec: DomainSpec, *, broker: str) -> dict[str, Any]:
         return {}  # the spark sensor takes the master's web UI from the master service
+
+    def check(self, spec: DomainSpec) -> None:
+        return None
 
     def services(self) -> list[DomainService]:
         from spark.master import SparkMasterService

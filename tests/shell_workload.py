@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import redis
+from pydantic import Field
 
-from pool.core.model import DomainSpec, Reading
+from pool.core.model import DomainSpec, Reading, SpecBlock, WorkloadSpec
 from pool.workloads.base import DomainService, NodeSide
 from pool.workloads.images import AGENT_PREAMBLE, DeployableType
 
@@ -37,19 +38,33 @@ exec ${python} -m pool.node.agent
 STATUS = "shell-status.json"
 
 
+class ShellSpec(WorkloadSpec):
+    """The `shell:` block of a shell-worker domain (a spec block the workload owns)."""
+
+    list: str = Field("jobs", min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9:_-]*$")
+
+
+def shell_list(spec: DomainSpec) -> str:
+    return spec.block.list if isinstance(spec.block, ShellSpec) else "jobs"
+
+
 class Shell:
-    """Workers that run shell commands popped from the Redis list named by the spec's ``shell_list``."""
+    """Workers that run shell commands popped from the Redis list named in the spec's `shell:` block."""
 
     name = "shell"
     deployable_type = SHELL_WORKER
+    spec_block = SpecBlock(key="shell", model=ShellSpec, reserved=SHELL_WORKER.placeholders)
 
     def attributes(self, spec: DomainSpec) -> dict[str, str]:
-        return {"shell_list": spec.attributes.get("shell_list", "jobs"), "shell_redis": spec.broker or ""}
+        return {"shell_list": shell_list(spec), "shell_redis": spec.broker or ""}
+
+    def check(self, spec: DomainSpec) -> None:
+        return None
 
     def sensor_defaults(self, spec: DomainSpec, *, broker: str) -> dict[str, Any]:
         if spec.sensor.name != "shell_list":
             return {}
-        return {"url": broker, "key": spec.attributes.get("shell_list", "jobs")}
+        return {"url": broker, "key": shell_list(spec)}
 
     def services(self) -> list[DomainService]:
         return []

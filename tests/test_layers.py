@@ -57,9 +57,11 @@ def test_no_function_of_the_control_loop_is_over_80_lines() -> None:
                 assert len(lines) <= 80, f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {len(lines)} lines"
 
 
-def test_the_control_loop_names_no_workload() -> None:
-    """Everything a workload needs from the control loop goes through the workload interface."""
-    for path in modules("pool.control"):
+@pytest.mark.parametrize("package", ["pool.control", "pool.core"])
+def test_the_control_loop_and_the_core_name_no_workload(package: str) -> None:
+    """Everything a workload needs from the control loop goes through the workload interface, and the
+    spec blocks (`celery:`, `spark:`) belong to the workloads, not to the core's spec."""
+    for path in modules(package):
         text = path.read_text().lower()
         for word in ("celery", "spark"):
             assert word not in text, f"{path.relative_to(ROOT)} names {word}"

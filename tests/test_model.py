@@ -12,6 +12,7 @@ from pool.core.model import (
     SpecError,
     parse_domain_spec,
 )
+from pool.workloads.celery import CelerySpec
 
 S = NodeState
 
@@ -70,7 +71,7 @@ GOOD = {"name": "etl", "max": 4, "celery": {"app": "tasks"}}
 def test_minimal_spec_defaults() -> None:
     spec = parse_domain_spec(GOOD)
     assert spec.min == 0 and spec.max == 4 and spec.policy.name == "queue_depth"
-    assert spec.celery is not None and spec.celery.queue == "celery"
+    assert isinstance(spec.block, CelerySpec) and spec.block.queue == "celery"
     assert spec.site == "local" and [s.name for s in spec.sites] == ["local"] and spec.placement == "overflow"
 
 

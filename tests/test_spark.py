@@ -30,6 +30,7 @@ from pool.state.store import Store
 from sensors.spark import SparkTasksSensor
 from spark.master import SparkMasterService, read_master
 from spark.rest import master_state
+from spark.spec import SparkSpec
 from tests.conftest import ROOT, RunningManager
 
 pyspark = pytest.importorskip("pyspark")
@@ -377,8 +378,8 @@ def test_pool_ls_and_show_print_the_sensor_error(store: Store, redis_url: str, p
 def test_spark_spec_defaults_and_errors() -> None:
     spec = parse_domain_spec({"name": "etl", "deployable_type": "spark-worker", "max": 4, "spark": {}})
     assert spec.sensor.name == "spark" and spec.policy.name == "spark_tasks"
-    assert spec.scaling.idle_timeout == 60.0 and spec.spark is not None
-    assert spec.spark.master_port is None and spec.spark.ui_port is None  # free ports at start
+    assert spec.scaling.idle_timeout == 60.0 and isinstance(spec.block, SparkSpec)
+    assert spec.block.master_port is None and spec.block.ui_port is None  # free ports at start
     own = parse_domain_spec({"name": "etl", "deployable_type": "spark-worker", "max": 4,
                              "scaling": {"idle_timeout": 5}, "spark": {"idle_timeout": 30}})
     assert own.scaling.idle_timeout == 5

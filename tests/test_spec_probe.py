@@ -34,7 +34,9 @@ from pool.core.model import (
     parse_domain_spec,
 )
 from pool.specload import MAX_ALIASES, MAX_BYTES, MAX_DEPTH, MAX_NODES, load_yaml_documents
-from pool.workloads.images import deployable_type, deployable_types
+from pool.workloads.base import load_workload
+from pool.workloads.celery import celery_spec
+from pool.workloads.images import AGENT_PREAMBLE, deployable_type, deployable_types
 
 DEPLOYABLE_TYPES = deployable_types()
 
@@ -76,7 +78,9 @@ def spec_fields(model: type[BaseModel] = DomainSpec, prefix: tuple[Any, ...] = (
             yield path, ann, info
 
 
-def spec_models(model: type[BaseModel] = DomainSpec) -> set[type[BaseModel]]:
+def spec_models(model: type[BaseModel] | None = None) -> set[type[BaseModel]]:
+    if model is None:
+        return spec_models(DomainSpec).union(*map(spec_models, BLOCKS.values()))
     found = {model}
     for _, info in model.model_fields.items():
         ann = _unwrap(info.annotation)
@@ -106,7 +110,10 @@ def field_id(path: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in path)
 
 
-FIELDS = list(spec_fields())
+#: the blocks the built-in workloads own (`celery:`, `spark:`): validated by their models
+BLOCKS = {w.spec_block.key: w.spec_block.model for w in map(load_workload, ("celery", "spark"))
+          if w.spec_block is not None}
+FIELDS = list(spec_fields()) + [f for key, model in BLOCKS.items() for f in spec_fields(model, (key,))]
 FLOATS = [(p, info) for p, ann, info in FIELDS if ann is float]
 INTS = [(p, info) for p, ann, info in FIELDS if ann is int]
 STRINGS = [(p, info) for p, ann, info in FIELDS if ann is str]
@@ -162,6 +169,11 @@ def _cases() -> Iterator[Any]:
     yield pytest.param(b"a: &a [1, *a]\n", "alias", id="recursive-alias")
     for name in sorted(RESERVED_ATTRIBUTES):
         yield pytest.param(_dump({**CELERY_BASE, "attributes": {name: "x"}}), "reserved", id=f"attribute-{name}")
+    for workload, base in (("celery", CELERY_BASE), ("spark", SPARK_BASE)):
+        block = load_workload(workload).spec_block
+        assert block is not None
+        for name in sorted(block.reserved - RESERVED_ATTRIBUTES):
+            yield pytest.param(_dump({**base, "attributes": {name: "x"}}), "reserved", id=f"{workload}-attribute-{name}")
     yield pytest.param(_dump({**CELERY_BASE, "attributes": {"Bad-Name": "x"}}), "attribute name", id="attribute-pattern")
     for block in ("policy", "sensor"):
         bad: list[tuple[str, Any]] = [("nan", float("nan")), ("inf", float("inf")), ("-inf", float("-inf")),
@@ -196,13 +208,16 @@ def _cases() -> Iterator[Any]:
                        id="too-many-attributes")
     plugin_cases: list[tuple[str, dict[str, Any], str]] = [
             ("sensor-broker-int", {"sensor": {"name": "celery", "broker": 5}}, "parameter broker: must be a string"),
-            ("sensor-interval-text", {"deployable_type": "spark-worker", "spark": {},
+            ("sensor-interval-text", {"deployable_type": "spark-worker", "spark": {}, "celery": None,
                                       "sensor": {"name": "spark", "min_interval": "x"}}, "must be a number"),
             ("policy-param-bool", {"policy": {"name": "queue_depth", "tasks_per_worker": True}}, "must be a number"),
             ("policy-windows-text", {"policy": {"name": "schedule", "windows": "mon"}}, "must be a list"),
             ("policy-deep-formula", {"policy": {"name": "composite", "formula": "+".join(["1"] * 999)}}, "policy")]
     for label, change, expect in plugin_cases:
-        yield pytest.param(_dump({**CELERY_BASE, **change}), expect, id=label)
+        spec = {k: v for k, v in {**CELERY_BASE, **change}.items() if v is not None}
+        yield pytest.param(_dump(spec), expect, id=label)
+    yield pytest.param(_dump({**SPARK_BASE, "celery": {"app": "tasks"}}), "celery: belongs to deployable_type "
+                       "celery-worker", id="block-of-another-workload")
     yield pytest.param(b"x" * (MAX_BYTES + 1), "bytes", id="too-large")
     yield pytest.param(b"- 1\n- 2\n", "mapping", id="not-a-mapping")
 
@@ -280,14 +295,21 @@ def test_every_spec_model_is_strict_and_bounded() -> None:
 
 
 def test_reserved_attributes_cover_everything_the_pool_sets() -> None:
-    placeholders = {m for t in DEPLOYABLE_TYPES.values() for m in re.findall(r"\$\{(\w+)\}", t.template)}
-    assert placeholders <= RESERVED_ATTRIBUTES, placeholders - RESERVED_ATTRIBUTES
-    required = {a for t in DEPLOYABLE_TYPES.values() for a in t.required}
-    assert required <= RESERVED_ATTRIBUTES
+    assert set(re.findall(r"\$\{(\w+)\}", AGENT_PREAMBLE)) <= RESERVED_ATTRIBUTES  # every worker's
+    for name in ("celery", "spark"):
+        workload = load_workload(name)
+        assert workload.spec_block is not None
+        reserved = RESERVED_ATTRIBUTES | workload.spec_block.reserved
+        template = workload.deployable_type
+        placeholders = set(re.findall(r"\$\{(\w+)\}", template.template))
+        assert placeholders <= reserved, placeholders - reserved
+        assert set(template.required) <= reserved
     from spark.master import worker_context
 
     spark = parse_domain_spec(SPARK_BASE)
-    assert set(worker_context(spark)) <= RESERVED_ATTRIBUTES
+    assert set(worker_context(spark)) <= RESERVED_ATTRIBUTES | (load_workload("spark").spec_block.reserved)  # type: ignore[union-attr]
+    celery = parse_domain_spec(CELERY_BASE)
+    assert set(load_workload("celery").attributes(celery)) <= RESERVED_ATTRIBUTES | (load_workload("celery").spec_block.reserved)  # type: ignore[union-attr]
 
 
 def test_examples_and_defaults_round_trip_through_json() -> None:
@@ -322,13 +344,14 @@ def payloads(marker: Path) -> list[str]:
 
 def attribute_bag(spec: DomainSpec, node: NodeRecord) -> dict[str, str]:
     """The shape of the bag the manager renders (``Manager.attributes``), with ``python`` harmless."""
-    assert spec.celery is not None
+    celery = celery_spec(spec)
+    assert celery is not None
     attrs = {"workload": "celery", "python": "/bin/true", "redis_url": "redis://127.0.0.1:1/0", "namespace": "ep", "domain": spec.name,
              "node_id": node.node_id, "launch_id": node.launch_id, "broker": spec.broker or "redis://127.0.0.1:1/1",
-             "heartbeat_interval": f"{spec.timeouts.heartbeat_interval:g}", "queue": spec.celery.queue,
-             "celery_app": spec.celery.app, "celery_path": spec.celery.path or "",
-             "concurrency": str(spec.celery.concurrency), "celery_pool": spec.celery.pool,
-             "visibility_timeout": f"{spec.celery.visibility_timeout:g}", "loglevel": spec.celery.loglevel}
+             "heartbeat_interval": f"{spec.timeouts.heartbeat_interval:g}", "queue": celery.queue,
+             "celery_app": celery.app, "celery_path": celery.path or "",
+             "concurrency": str(celery.concurrency), "celery_pool": celery.pool,
+             "visibility_timeout": f"{celery.visibility_timeout:g}", "loglevel": celery.loglevel}
     attrs.update(spec.attributes)
     return attrs
 

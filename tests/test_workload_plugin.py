@@ -52,7 +52,7 @@ def test_a_workload_from_the_registry_runs_end_to_end(shell_manager: RunningMana
     spec = parse_domain_spec({
         "name": "sh", "deployable_type": "shell-worker", "min": 0, "max": 2, "broker": broker,
         "policy": {"name": "queue_depth", "tasks_per_worker": 1}, "sensor": {"name": "shell_list"},
-        "scaling": {"stabilization": 1}, "attributes": {"shell_list": "jobs"},
+        "scaling": {"stabilization": 1}, "shell": {"list": "jobs"},
         "timeouts": {"heartbeat_interval": 0.5, "heartbeat_timeout": 3, "boot": 60, "drain": 60,
                      "terminate_grace": 5}})
     assert deployable_type("shell-worker").name == "shell-worker"  # found through the registry
@@ -76,3 +76,24 @@ def test_an_unknown_deployable_type_lists_the_valid_ones() -> None:
 
     with pytest.raises(UnknownPlugin, match="unknown deployable type 'gpu-worker'; valid: celery-worker, spark-worker"):
         deployable_type("gpu-worker")
+
+
+def test_a_workload_owns_its_spec_block(shell_registered: None) -> None:
+    """The shell workload's `shell:` block is validated by its own model, kept through the store's
+    JSON and refused on a domain of another workload; the core spec knows nothing of it."""
+    from pool.core.model import DomainSpec, SpecError
+
+    base = {"name": "sh", "deployable_type": "shell-worker", "max": 2, "sensor": {"name": "shell_list"}}
+    spec = parse_domain_spec({**base, "shell": {"list": "work"}})
+    assert spec.block is not None and spec.block.list == "work"  # type: ignore[attr-defined]
+    assert DomainSpec.model_validate_json(spec.model_dump_json()) == spec
+    assert '"shell":{"list":"work"}' in spec.model_dump_json()
+    with pytest.raises(SpecError, match=r"shell\.list: String should match pattern"):
+        parse_domain_spec({**base, "shell": {"list": "Bad List"}})
+    with pytest.raises(SpecError, match=r"shell\.lsit: unknown field \(allowed: list\)"):
+        parse_domain_spec({**base, "shell": {"lsit": "work"}})
+    with pytest.raises(SpecError, match="shell: belongs to deployable_type shell-worker; this domain's is "
+                       "'celery-worker'"):
+        parse_domain_spec({"name": "c", "max": 2, "celery": {"app": "tasks"}, "shell": {"list": "work"}})
+    with pytest.raises(SpecError, match="attributes.shell_list: 'shell_list' is reserved"):
+        parse_domain_spec({**base, "attributes": {"shell_list": "x"}})

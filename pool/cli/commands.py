@@ -33,7 +33,7 @@ from pool.core.secrets import install_log_redaction, protect_process, redact, re
 from pool.sites.config import ConfigError, OperatorConfig
 from pool.state.redisserver import RedisUnavailable, StateDirError, embedded_url, resolve_url, state_dir, stop_embedded
 from pool.state.store import Store
-from pool.workloads.celery import safe_code_dir
+from pool.workloads.base import workload_for_type
 
 console = Console(emoji=False)
 #: Sites that `pool up` runs domains on.
@@ -586,13 +586,10 @@ def validate_spec(data: Any) -> Any:
         if site.provider is not None and site.provider.lower() not in providers:
             raise SpecError(f"invalid domain spec: {where}.provider: unknown libcloud provider {site.provider!r} "
                             "(e.g. ec2, gce, azure_arm, openstack)")
-    if spec.celery and spec.celery.path and not Path(spec.celery.path).is_dir():
-        raise SpecError(f"invalid domain spec: celery.path: {spec.celery.path!r} is not a directory")
-    if spec.celery and spec.celery.path:
-        try:
-            safe_code_dir(spec.celery.path)
-        except ValueError as exc:
-            raise SpecError(f"invalid domain spec: {exc}") from None
+    try:
+        workload_for_type(spec.deployable_type).check(spec)
+    except (ValueError, UnknownPlugin) as exc:
+        raise SpecError(f"invalid domain spec: {exc}") from None
     try:
         config = OperatorConfig.load()
     except ConfigError as exc:

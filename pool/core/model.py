@@ -23,11 +23,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from pool.core.secrets import redact_text
 
@@ -303,19 +308,10 @@ PARAM_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}\Z")
 PARAM_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}\Z")
 #: Names of the free `attributes` of a domain.
 ATTRIBUTE_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
-#: Celery queue names.
-QUEUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,199}\Z")
-_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-#: Celery's -A argument: a dotted module path, optionally ':' and a dotted attribute.
-CELERY_APP_RE = re.compile(rf"^{_IDENT}(\.{_IDENT})*(:{_IDENT}(\.{_IDENT})*)?\Z")
 #: A libcloud provider as `Provider` spells it (`pool apply` matches it case-insensitively).
 PROVIDER_RE = re.compile(r"^[A-Za-z0-9_]{1,63}\Z")
 #: An address to bind: a host name, an IPv4 or an IPv6 address.
 HOST_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]-]{1,253}\Z")
-MEMORY_RE = re.compile(r"^\d{1,12}[kmgtKMGT]?\Z")
-SIGNAL_RE = re.compile(r"^[A-Z0-9]{1,16}\Z")
-SPARK_MASTER_RE = re.compile(r"^spark://[^/:\s@]+:\d{1,5}\Z")
-WEB_UI_RE = re.compile(r"^https?://[^/\s]+/?\Z")
 CREDENTIAL_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)\Z")
 BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "amqp", "amqps", "pyamqp")
 PLACEMENTS = ("overflow", "spread", "cheapest", "spot_first")
@@ -324,7 +320,6 @@ NAME_MAX = 63  # domain, site, deployable type and attribute names
 ID_MAX = 255  # image ids, sizes, regions
 URL_MAX = 1024  # URLs, paths, credential references
 VALUE_MAX = 4096  # attribute values and string parameters of a plug-in
-CELERY_APP_MAX = 200
 ENTRIES_MAX = 64  # entries of attributes, options, images, sizes; parameters of a plug-in
 SITES_MAX = 32
 SIZE_MAX = 100_000  # nodes of one domain
@@ -346,16 +341,11 @@ ERROR_MESSAGE_MAX = 300  # one message of an error line
 ERROR_LINE_MAX = 500  # a whole error line
 ERRORS_SHOWN = 3
 
-#: Attributes the pool sets itself in a worker's contextualization (`Manager.attributes`, the
-#: context of a domain's services, every ``${...}`` of a deployable type): a spec may not set them.
+#: Attributes the pool sets itself in every worker's contextualization (`Manager.attributes`,
+#: pool.workloads.images.AGENT_PREAMBLE): a spec may not set them. Each workload reserves its own
+#: too (:attr:`SpecBlock.reserved`: every ``${...}`` of its deployable type and what its services set).
 RESERVED_ATTRIBUTES: frozenset[str] = frozenset({
-    # every worker (pool.workloads.images.AGENT_PREAMBLE, Manager.attributes)
     "workload", "python", "redis_url", "namespace", "domain", "node_id", "launch_id", "broker", "heartbeat_interval",
-    # celery-worker
-    "queue", "celery_app", "celery_path", "concurrency", "celery_pool", "visibility_timeout", "loglevel",
-    # spark-worker (spark.master.worker_context and the master service)
-    "master_url", "master_ui", "spark_host", "worker_cores", "worker_memory", "daemon_memory",
-    "decommission", "decommission_signal", "drain_timeout",
 })
 
 #: Characters no spec string may hold: control characters (C0, DEL, C1), line and paragraph
@@ -419,7 +409,7 @@ def _printable(v: str) -> str:
     return v
 
 
-def _matches(regex: re.Pattern[str], wanted: str) -> Callable[[str], str]:
+def matches(regex: re.Pattern[str], wanted: str) -> Callable[[str], str]:
     def check(v: str) -> str:
         if not regex.match(v):
             raise ValueError(f"must be {wanted}; got {show_value(v)}")
@@ -447,23 +437,15 @@ def _path(v: str) -> str:
 _NAME_RULE = "lowercase letters, digits and '-', 1-63 chars, starting and ending with a letter or digit"
 #: A domain or site name.
 Name = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX),
-                 AfterValidator(_matches(NAME_RE, _NAME_RULE))]
+                 AfterValidator(matches(NAME_RE, _NAME_RULE))]
 TypeName = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX),
-                     AfterValidator(_matches(TYPE_RE, "lowercase letters, digits and '-', 1-63 chars"))]
+                     AfterValidator(matches(TYPE_RE, "lowercase letters, digits and '-', 1-63 chars"))]
 PluginName = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(
-    _matches(PLUGIN_RE, "letters, digits, '_', '.' and '-', starting with a letter or '_', 1-64 chars"))]
-QueueName = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(
-    _matches(QUEUE_RE, "letters, digits, '_', '.', ':', '@' and '-', 1-200 chars"))]
-CeleryApp = Annotated[str, StringConstraints(min_length=1, max_length=CELERY_APP_MAX), AfterValidator(
-    _matches(CELERY_APP_RE, "a Python module path, optionally ':' and an attribute (tasks, proj.celery:app)"))]
+    matches(PLUGIN_RE, "letters, digits, '_', '.' and '-', starting with a letter or '_', 1-64 chars"))]
 ProviderName = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX), AfterValidator(
-    _matches(PROVIDER_RE, "a libcloud provider name (letters, digits and '_'), e.g. ec2"))]
+    matches(PROVIDER_RE, "a libcloud provider name (letters, digits and '_'), e.g. ec2"))]
 Host = Annotated[str, StringConstraints(min_length=1, max_length=253), AfterValidator(
-    _matches(HOST_RE, "a host name or an IP address"))]
-Memory = Annotated[str, StringConstraints(min_length=1, max_length=13), AfterValidator(_matches(
-    MEMORY_RE, "a JVM memory size: a number with k, m, g or t, e.g. 512m"))]
-Signal = Annotated[str, StringConstraints(min_length=1, max_length=16), AfterValidator(
-    _matches(SIGNAL_RE, "a signal name in capitals, e.g. PWR"))]
+    matches(HOST_RE, "a host name or an IP address"))]
 #: Image ids, sizes, regions: printable text.
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX), AfterValidator(_printable)]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=URL_MAX), AfterValidator(_printable)]
@@ -471,8 +453,6 @@ PathText = Annotated[str, StringConstraints(min_length=1, max_length=URL_MAX), A
 AttributeName = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX),
                           AfterValidator(_attribute_name)]
 AttributeValue = Annotated[str, StringConstraints(max_length=VALUE_MAX), AfterValidator(_printable)]
-CeleryLogLevel = Literal["DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL",
-                         "debug", "info", "warning", "warn", "error", "critical", "fatal"]
 
 _SPEC_CONFIG = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False, str_max_length=VALUE_MAX)
 
@@ -557,7 +537,7 @@ class SensorSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False,
                               str_max_length=VALUE_MAX)
-    name: PluginName = "celery"
+    name: PluginName = Field(..., description="default: the workload's sensor")
     timeout: float = Field(2.0, gt=0, le=SENSOR_TIMEOUT_MAX)
 
     @model_validator(mode="after")
@@ -589,77 +569,27 @@ class ScalingSpec(_Spec):
     fallback_size: int = Field(0, ge=0, le=SIZE_MAX)
 
 
-class CelerySpec(_Spec):
-    """How a celery-worker node runs the user's Celery app."""
-
-    app: CeleryApp = Field(..., description="the -A argument, e.g. 'tasks' or 'proj.celery:app'")
-    path: PathText | None = Field(None, description="directory added to PYTHONPATH of the worker")
-    queue: QueueName = "celery"
-    concurrency: int = Field(1, ge=1, le=256)
-    pool: Literal["auto", "prefork", "solo", "threads"] = Field(
-        "auto", description="Celery execution pool; auto = solo (Redis) or threads (AMQP) for "
-        "concurrency 1, else prefork"
-    )
-    visibility_timeout: float = Field(
-        30.0, gt=0, le=SECONDS_MAX, description="Redis broker: seconds before an unacked task is redelivered"
-    )
-    loglevel: CeleryLogLevel = "WARNING"
+class WorkloadSpec(_Spec):
+    """Base of the block a workload owns in a domain spec (a YAML key of its own, named after the workload):
+    strict, frozen and bounded like every spec model."""
 
 
-class SparkDecommissionSpec(_Spec):
-    """How a spark-worker leaves without losing work (Spark's graceful decommission)."""
+@dataclass(frozen=True)
+class SpecBlock:
+    """What a workload adds to the domain spec, given by the workload (its ``spec_block``).
 
-    enabled: bool = Field(
-        True, description="scale-in decommissions the worker (signal) before it stops"
-    )
-    signal: Signal = Field("PWR", description="spark.worker.decommission.signal")
-    shuffle_blocks: bool = Field(True, description="jobs migrate shuffle files off a leaving executor")
-    rdd_blocks: bool = Field(True, description="jobs migrate cached RDD blocks off a leaving executor")
-    migration_interval: float = Field(
-        2.0, gt=0, le=SECONDS_MAX,
-        description="seconds between block-migration rounds (replicationReattemptInterval)"
-    )
+    ``key`` is the top-level YAML key of its block and ``model`` validates it; ``required`` says a
+    domain of this workload must have one (``hint`` says what to add); ``defaults`` fills the raw
+    spec before validation (a default sensor, policy or scaling setting); ``reserved`` names the
+    attributes the workload sets itself, which a spec may not.
+    """
 
-
-class SparkSpec(_Spec):
-    """`spark:` block of a spark-worker domain: its standalone master and the size of a worker."""
-
-    master_url: Url | None = Field(
-        None, description="adopt this master (spark://host:port); default: start one"
-    )
-    master_ui: Url | None = Field(None, description="web UI of an adopted master (http://host:port)")
-    host: Host = Field("127.0.0.1", description="address the master and workers bind")
-    master_port: int | None = Field(None, ge=1, le=65535, description="default: a free port at start")
-    ui_port: int | None = Field(None, ge=1, le=65535, description="default: a free port at start")
-    worker_cores: int = Field(1, ge=1, le=1024)
-    worker_memory: Memory = Field("1g", description="memory a worker offers executors, e.g. 512m, 2g")
-    daemon_memory: Memory = Field("256m", description="heap of the master and worker daemons")
-    idle_timeout: float = Field(
-        60.0, ge=0, le=SECONDS_MAX, description="default scaling.idle_timeout (Spark's executorIdleTimeout)"
-    )
-    decommission: SparkDecommissionSpec = SparkDecommissionSpec()
-
-    @field_validator("master_url")
-    @classmethod
-    def _master_url(cls, v: str | None) -> str | None:
-        if v is not None and not SPARK_MASTER_RE.match(v):
-            raise ValueError(f"{show_value(v)} is not a Spark master URL; expected spark://host:port")
-        return v
-
-    @field_validator("master_ui")
-    @classmethod
-    def _master_ui(cls, v: str | None) -> str | None:
-        if v is not None and not WEB_UI_RE.match(v):
-            raise ValueError(f"{show_value(v)} is not a web UI address; expected http://host:port")
-        return v.rstrip("/") if v else v
-
-    @model_validator(mode="after")
-    def _adopt(self) -> SparkSpec:
-        if self.master_url and not self.master_ui:
-            raise ValueError(
-                "master_url needs master_ui too (the adopted master's web UI, http://host:port)"
-            )
-        return self
+    key: str
+    model: type[WorkloadSpec]
+    required: bool = False
+    hint: str = ""
+    defaults: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    reserved: frozenset[str] = frozenset()
 
 
 class TimeoutSpec(_Spec):
@@ -746,7 +676,8 @@ class DomainSpec(_Spec):
     """A domain: a pool of identical workers with one policy."""
 
     name: Name
-    deployable_type: TypeName = "celery-worker"
+    deployable_type: TypeName = Field(..., description="the workload's deployable type; default: the "
+                                      "default workload's (pool.workloads.base.DEFAULT_TYPE)")
     site: Name = Field("local", description="the only site (shorthand for `sites: [{name: SITE}]`)")
     sites: list[SiteSpec] = Field(default_factory=list, max_length=SITES_MAX, description="sites in placement "
                                   "order")
@@ -760,15 +691,67 @@ class DomainSpec(_Spec):
     max: int = Field(..., ge=0, le=SIZE_MAX)
     broker: Url | None = Field(None, description="broker URL; default: the pool's own Redis")
     policy: PolicySpec = PolicySpec()
-    sensor: SensorSpec = SensorSpec()
+    sensor: SensorSpec = Field(..., description="default: the workload's sensor")
     scaling: ScalingSpec = ScalingSpec()
-    celery: CelerySpec | None = None
-    spark: SparkSpec | None = None
     timeouts: TimeoutSpec = TimeoutSpec()
     attributes: dict[AttributeName, AttributeValue] = Field(
         default_factory=dict, max_length=ENTRIES_MAX,
         description="more name -> value pairs for a worker's contextualization (not the pool's own: "
-        "RESERVED_ATTRIBUTES)")
+        "RESERVED_ATTRIBUTES and the workload's own)")
+    # the block the workload owns (under a key of its own): validated by the workload's model, written
+    # back under its key by the serializer
+    _block: WorkloadSpec | None = PrivateAttr(None)
+    _block_key: str | None = PrivateAttr(None)
+
+    @property
+    def block(self) -> WorkloadSpec | None:
+        """The block this domain's workload owns (validated by its :attr:`SpecBlock.model`), if any."""
+        return self._block
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _with_workload(cls, data: Any, handler: ModelWrapValidatorHandler[DomainSpec]) -> DomainSpec:
+        """The workload of the deployable type fills its defaults, then owns its block: every field
+        error and every block error are reported together, with their locations."""
+        if not isinstance(data, Mapping):
+            return handler(data)
+        data = _site_list(data)
+        data.setdefault("deployable_type", _default_type())
+        block = _spec_block(data["deployable_type"])
+        if block is not None and block.defaults is not None:
+            data = block.defaults(data)
+        raw = data.pop(block.key, None) if block is not None else None
+        misplaced: list[InitErrorDetails] = []
+        for key in [k for k in data if isinstance(k, str) and k not in cls.model_fields]:
+            owner = _block_owner(key)
+            if owner is not None and data[key] is None:  # `spark: null`: how earlier versions stored
+                del data[key]                           # "no block" (every block was a field then)
+            elif owner is not None:
+                misplaced.append(_error((key,), data.pop(key), f"belongs to deployable_type {owner}; this domain's "
+                                        f"is {show_value(data['deployable_type'])}"))
+        errors: list[InitErrorDetails] = []
+        spec: DomainSpec | None = None
+        try:
+            spec = handler(data)
+        except ValidationError as exc:
+            errors = [_error(e["loc"], e.get("input"), e["msg"], e["type"]) for e in exc.errors()]
+        parsed = _parse_block(block, raw, data["deployable_type"], errors)
+        errors += misplaced
+        if spec is not None and block is not None:
+            errors += [_error(("attributes", name), name, f"{name!r} is reserved: the {block.key} workload sets "
+                              "this attribute itself; choose another name")
+                       for name in spec.attributes if name in block.reserved]
+        if errors or spec is None:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        spec._block, spec._block_key = parsed, (block.key if parsed is not None and block else None)
+        return spec
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if self._block is not None and self._block_key is not None:
+            out[self._block_key] = self._block.model_dump(mode="json")
+        return out
 
     @field_validator("broker")
     @classmethod
@@ -789,8 +772,6 @@ class DomainSpec(_Spec):
             raise ValueError(f"sites: {', '.join(dupes)} listed more than once; site names must be unique")
         if self.max < self.min:
             raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
-        if self.deployable_type == "celery-worker" and self.celery is None:
-            raise ValueError("deployable_type celery-worker needs a 'celery:' block with at least 'app'")
         return self
 
     def site_spec(self, name: str) -> SiteSpec:
@@ -801,49 +782,82 @@ class DomainSpec(_Spec):
         # comes from a node record, which may predate today's name rules)
         return SiteSpec.model_construct(name=name)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _site_list(cls, data: Any) -> Any:
-        """`site: NAME` and `sites: [...]` are one setting: the first site listed is `site`."""
-        if not isinstance(data, Mapping):
-            return data
-        data = dict(data)
-        sites = data.get("sites")
-        if not sites:
-            data["sites"] = [{"name": data.get("site", "local")}]
-        elif isinstance(sites, list) and sites and isinstance(sites[0], Mapping) and "name" in sites[0]:
-            if "site" in data and data["site"] != sites[0]["name"]:
-                raise ValueError(f"site: {show_value(data['site'])} is not the first of sites "
-                                 f"({show_value(sites[0]['name'])}); give one or the other")
-            data["site"] = sites[0]["name"]
-        return data
 
-    @model_validator(mode="before")
-    @classmethod
-    def _spark_defaults(cls, data: Any) -> Any:
-        """A spark-worker domain defaults to the spark sensor, the spark_tasks policy and the
-        `spark.idle_timeout` as `scaling.idle_timeout`, unless the spec says otherwise."""
-        if not isinstance(data, Mapping) or data.get("deployable_type") != "spark-worker":
-            return data
-        data = dict(data)
-        data.setdefault("sensor", {"name": "spark"})
-        data.setdefault("policy", {"name": "spark_tasks"})
-        spark = data.get("spark")
-        scaling = data.get("scaling")
-        if isinstance(spark, Mapping) and (scaling is None or isinstance(scaling, Mapping)):
-            scaling = dict(scaling or {})
-            default_idle = SparkSpec.model_fields["idle_timeout"].default
-            scaling.setdefault("idle_timeout", spark.get("idle_timeout", default_idle))
-            data["scaling"] = scaling
-        return data
+def _site_list(data: Mapping[str, Any]) -> dict[str, Any]:
+    """`site: NAME` and `sites: [...]` are one setting: the first site listed is `site`."""
+    data = dict(data)
+    sites = data.get("sites")
+    if not sites:
+        data["sites"] = [{"name": data.get("site", "local")}]
+    elif isinstance(sites, list) and sites and isinstance(sites[0], Mapping) and "name" in sites[0]:
+        if "site" in data and data["site"] != sites[0]["name"]:
+            raise ValueError(f"site: {show_value(data['site'])} is not the first of sites "
+                             f"({show_value(sites[0]['name'])}); give one or the other")
+        data["site"] = sites[0]["name"]
+    return data
 
-    @model_validator(mode="after")
-    def _spark(self) -> DomainSpec:
-        if self.deployable_type == "spark-worker" and self.spark is None:
-            raise ValueError(
-                "deployable_type spark-worker needs a 'spark:' block (e.g. 'spark: {}' to start a master)"
-            )
-        return self
+
+def _error(loc: tuple[Any, ...] | list[Any], value: Any, msg: str, kind: str = "value_error") -> InitErrorDetails:
+    """One line of a :class:`ValidationError`, its message kept as it is."""
+    return {"type": PydanticCustomError(kind, msg), "loc": tuple(loc), "input": value}  # no context: not formatted
+
+
+def _parse_block(block: SpecBlock | None, raw: Any, deployable_type: Any,
+                 errors: list[InitErrorDetails]) -> WorkloadSpec | None:
+    """The workload's block validated by its model; what is wrong goes to ``errors``, under its key."""
+    if block is None:
+        return None
+    if raw is None:
+        if block.required:
+            errors.append(_error((block.key,), None, f"deployable_type {clean_text(str(deployable_type), SHOW_MAX)} "
+                                 f"needs a '{block.key}:' block{' ' + block.hint if block.hint else ''}"))
+        return None
+    try:
+        return block.model.model_validate(raw)
+    except ValidationError as exc:
+        errors.extend(_error((block.key, *e["loc"]), e.get("input"), e["msg"], e["type"]) for e in exc.errors())
+        return None
+
+
+# The workloads are plug-ins resolved by name when a spec is validated (as policies and sensors are
+# for their parameter types): this module never imports them.
+_WORKLOADS = "pool.workloads.base"
+
+
+def _default_type() -> str:
+    try:
+        return str(importlib.import_module(_WORKLOADS).DEFAULT_TYPE)
+    except Exception:  # noqa: BLE001  (no workload package here: the field is then required)
+        return ""
+
+
+def _spec_block(deployable_type: Any) -> SpecBlock | None:
+    """The spec block of the workload of ``deployable_type``; None: it has none, or no workload is known
+    (`pool apply` names the valid deployable types)."""
+    if not isinstance(deployable_type, str):
+        return None
+    try:
+        found = importlib.import_module(_WORKLOADS).spec_block_for_type(deployable_type)
+    except Exception:  # noqa: BLE001  (an unknown or broken plug-in: reported by `pool apply`)
+        return None
+    return found if isinstance(found, SpecBlock) else None
+
+
+def _block_keys() -> list[str]:
+    """The block keys of the workloads known here."""
+    try:
+        return [str(k) for k in importlib.import_module(_WORKLOADS).block_keys()]
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def _block_owner(key: str) -> str | None:
+    """The deployable type of the workload whose block is called ``key``, if any workload's is."""
+    try:
+        owner = importlib.import_module(_WORKLOADS).block_owner(key)
+    except Exception:  # noqa: BLE001
+        return None
+    return owner if isinstance(owner, str) else None
 
 
 class SpecError(ValueError):
@@ -860,16 +874,17 @@ def one_line_error(exc: ValidationError, *, prefix: str = "") -> str:
     errors = exc.errors(include_url=False, include_input=False)
     parts = []
     for err in errors[:ERRORS_SHOWN]:
-        loc = ".".join(clean_text(str(p), SHOW_MAX) for p in err["loc"]) or "spec"
+        loc = ".".join(clean_text(str(p), SHOW_MAX) for p in err["loc"])
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
             model = _model_for(err["loc"])
             if model is not None:
-                msg += f" (allowed: {', '.join(model.model_fields)})"
+                fields = list(model.model_fields) + (_block_keys() if model is DomainSpec else [])
+                msg += f" (allowed: {', '.join(fields)})"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        parts.append(f"{loc}: {clean_text(msg, ERROR_MESSAGE_MAX)}")
+        parts.append(f"{loc}: {clean_text(msg, ERROR_MESSAGE_MAX)}" if loc else clean_text(msg, ERROR_MESSAGE_MAX))
     if len(errors) > ERRORS_SHOWN:
         parts.append(f"and {len(errors) - ERRORS_SHOWN} more")
     return clean_text(prefix + "; ".join(parts), ERROR_LINE_MAX)
@@ -877,6 +892,12 @@ def one_line_error(exc: ValidationError, *, prefix: str = "") -> str:
 
 def _model_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     model: type[BaseModel] = DomainSpec
+    if len(loc) > 1 and str(loc[0]) not in DomainSpec.model_fields:  # inside a workload's block
+        owner = _block_owner(str(loc[0]))
+        block = _spec_block(owner) if owner else None
+        if block is None:
+            return None
+        model, loc = block.model, loc[1:]
     for part in loc[:-1]:
         if isinstance(part, int):  # an item of a list of models
             continue

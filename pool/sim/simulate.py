@@ -174,7 +174,7 @@ class Simulation:
         self.choice = choice
         self.queue_name = f"sim-{next(_queue_names)}"
         self.spec = domain_spec(choice, queue=self.queue_name, base=base, scaling=scaling)
-        self.slots = self.spec.celery.concurrency if self.spec.celery else 1
+        self.slots = int(getattr(self.spec.block, "concurrency", 1))  # task slots of one worker
         self.tick_interval = float(tick)
         self.tail = float(tail)
         last_arrival = self.arrival[-1]

@@ -17,13 +17,15 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
-from pool.core.model import DomainSpec, Registry, UnknownPlugin
+from pool.core.model import DomainSpec, Registry, SpecBlock, UnknownPlugin
 from pool.workloads.images import DeployableType
 
 ALIASES: dict[str, str] = {
     "celery": "pool.workloads.celery:Celery",
     "spark": "spark.workload:Spark",
 }
+#: The deployable type of a domain whose spec names none.
+DEFAULT_TYPE = "celery-worker"
 
 registry = Registry("workload", "elastic_pool.workloads", ALIASES)
 
@@ -66,6 +68,8 @@ class Workload(Protocol):
 
     name: str
     deployable_type: DeployableType
+    #: the block it owns in a domain spec (a top-level key, its model, defaults), or None
+    spec_block: SpecBlock | None
 
     def attributes(self, spec: DomainSpec) -> dict[str, str]:
         """The workload's part of the attribute bag (rendered into every worker's user-data)."""
@@ -73,6 +77,11 @@ class Workload(Protocol):
 
     def sensor_defaults(self, spec: DomainSpec, *, broker: str) -> dict[str, Any]:
         """Parameters the domain's sensor gets unless the spec sets them."""
+        ...
+
+    def check(self, spec: DomainSpec) -> None:
+        """What `pool apply` checks beyond the spec's own validation, on the manager's machine (a code
+        directory that exists, say); raises ``ValueError`` with one line saying what is wrong."""
         ...
 
     def services(self) -> list[DomainService]:
@@ -138,6 +147,38 @@ def workload_for_type(deployable_type: str) -> Workload:
         return found
     valid = ", ".join(sorted(w.deployable_type.name for w in known))
     raise UnknownPlugin(f"unknown deployable type {deployable_type!r}; valid: {valid}")
+
+
+def spec_block_for_type(deployable_type: str) -> SpecBlock | None:
+    """The spec block of the workload of ``deployable_type`` (None: it has none); unknown types raise."""
+    return getattr(workload_for_type(deployable_type), "spec_block", None)
+
+
+def _known() -> list[Workload]:
+    """The workloads loaded so far and the built-in ones (no entry-point scan)."""
+    for name in list(registry.aliases):
+        try:
+            load_workload(name)
+        except Exception:  # noqa: BLE001  (a broken plug-in: not ours to stop on)
+            continue
+    with _lock:
+        return list(_by_name.values())
+
+
+def block_keys() -> list[str]:
+    """The spec-block keys of the known workloads."""
+    blocks = [getattr(w, "spec_block", None) for w in _known()]
+    return sorted({b.key for b in blocks if isinstance(b, SpecBlock)})
+
+
+def block_owner(key: str) -> str | None:
+    """The deployable type whose workload owns the spec block ``key``; None: no known workload's."""
+    for candidates in (_known, workloads):
+        for workload in candidates():
+            block = getattr(workload, "spec_block", None)
+            if block is not None and block.key == key:
+                return workload.deployable_type.name
+    return None
 
 
 def import_path(workload: Workload) -> str:

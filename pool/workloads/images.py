@@ -27,6 +27,11 @@ class DeployableType:
         quoted = {k: shlex.quote(str(v)) for k, v in attributes.items()}
         return string.Template(self.template).safe_substitute(quoted)
 
+    @property
+    def placeholders(self) -> frozenset[str]:
+        """Every ``${attribute}`` of the template (and the required ones): attributes the pool sets."""
+        return frozenset(string.Template(self.template).get_identifiers()) | frozenset(self.required)
+
 
 #: What every worker's user-data sets up for its agent: the store, its domain, its identity.
 AGENT_PREAMBLE = """set -euo pipefail
