@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 import redis
 
 from policies import Policy, load_policy
+from pool.control.actuator import Actuator, Workers
 from pool.control.metrics import Metrics
 from pool.control.plan import (  # noqa: F401  (re-exported: the planner's names as they were before it had a module)
     END_RETRIES,
@@ -27,7 +28,6 @@ from pool.control.plan import (  # noqa: F401  (re-exported: the planner's names
     choose_victims,
     plan_domain,
 )
-from pool.core.keys import TAG_DOMAIN, machine_tags
 from pool.core.model import (
     NAME_RE,
     DomainSpec,
@@ -37,13 +37,12 @@ from pool.core.model import (
     Reading,
     UnknownPlugin,
 )
-from pool.sites.provisioner import PermanentError, Provisioner, RetryableError, SiteNode
+from pool.sites.provisioner import Provisioner, SiteNode
 from pool.state.leases import ROLES, Lease, LeaseLost, Leases
 from pool.state.redisserver import broker_url_for
 from pool.state.store import FencedWrite, Store
 from pool.state.workqueue import RECLAIM_AFTER, WorkItem
 from pool.workloads.base import DomainService, import_path, workload_for_type
-from pool.workloads.images import deployable_type
 from sensors import Sensor, error_text, load_sensor
 
 log = logging.getLogger("elastic_pool.manager")
@@ -77,9 +76,11 @@ class Manager:
         metrics: Metrics | None = None,
         sensor_factory: Callable[[str, Mapping[str, Any]], Sensor] = load_sensor,
     ) -> None:
-        """``workers`` > 0: launch/terminate calls go through the durable work queue and are done
-        by that many provisioner worker threads (started by :meth:`start_workers`), here and in
-        every other manager; 0: the tick makes them itself (the simulator, single-process tests).
+        """Launch/terminate work always goes through the work queue (the store's: durable in Redis, in
+        memory for a :class:`MemoryStore`) and is carried out by the :class:`Actuator`. ``workers`` > 0:
+        by that many provisioner worker threads (started by :meth:`start_workers`), here and in every
+        other manager; 0: by the tick itself, right after it queues each domain's work, at the tick's
+        ``now`` (the simulator, the simulated fleet, single-process tests).
         ``list_interval`` bounds how often each site's node listing is fetched."""
         self.store = store
         self.sensor_factory = sensor_factory  # a simulation injects one that attaches its queues
@@ -99,13 +100,15 @@ class Manager:
         self.leases = leases
         self.held: dict[str, Lease] = {}  # the actor roles this manager holds now
         self.store_back_at = 0.0
-        self.queue = store.work_queue(reclaim_after=reclaim_after) if workers > 0 else None
+        self.queue = store.work_queue(reclaim_after=reclaim_after)
         self.n_workers = workers
-        self._workers: list[threading.Thread] = []
-        self._workers_stop = threading.Event()
         self.list_interval = list_interval
         self._listings: dict[str, tuple[float, Mapping[str, SiteNode]]] = {}
         self.metrics = metrics
+        self.actuator = Actuator(store=store, provisioner=provisioner, queue=self.queue, attributes=self.attributes,
+                                 clock=clock, consumer=f"{self.manager_id}-tick", still_leader=self._still_leader,
+                                 metrics=metrics)
+        self.workers = Workers(self.actuator, count=workers, name=self.manager_id)
         self._repairs: dict[str, tuple[str, float]] = {}  # replacement -> (lost node, last sign of life)
         self._reported: dict[tuple[str, str], str] = {}  # refused specs and records already reported
 
@@ -272,109 +275,18 @@ class Manager:
                 self.leases.check(lease)
 
     def apply(self, plan: Plan, spec: DomainSpec, *, store: Store | None = None) -> None:
-        """Carry out a plan: through the durable work queue (queue mode), or here (launches in batches,
-        then terminations); then the records, the state and the events."""
+        """Carry out a plan: its records and its provisioning work in one fenced commit, the state and the
+        events; then, with no provisioner workers, the actuator does the domain's work here (at the
+        plan's time: launches in batches, then terminations)."""
         store = store or self.store
         now = plan.state.last_decision["time"] if plan.state.last_decision else self.clock()
-        if self.queue is not None:
-            self._enqueue(plan, spec, store=store, now=now)
-            return
-        # launch records are written before any machine is asked for (a fenced write)
-        store.put_nodes([*plan.changed, *plan.launches])
-        events = list(plan.events)
-        launched = self._launch_batches(plan, spec, now=now, events=events)
-        self._terminate_now(plan, spec, store=store, now=now, events=events)
-        store.put_nodes(launched)
-        self._record(plan, spec, store=store, now=now, events=events)
+        queued = self._enqueue(plan, spec, store=store, now=now)
+        if self.n_workers == 0 and (queued or self.actuator.holding(now, spec.name)):
+            self.actuator.drain(now, domain=spec.name)
 
-    def _launch_batches(self, plan: Plan, spec: DomainSpec, *, now: float,
-                        events: list[tuple[str, dict[str, Any]]]) -> list[NodeRecord]:
-        """The plan's launches, one request per batch: up to the site's `batch` records of one site and
-        deployable type (where the site's driver gives each machine of a batch its own identity; else
-        one per request). Returns the records the sites answered (accepted or failed for good)."""
-        launched: list[NodeRecord] = []
-        sizes: dict[tuple[str, str], int] = {}
-        held: set[str] = set()  # sites that take no more launch requests this tick
-        open_batch: dict[tuple[str, str], list[NodeRecord]] = {}
-        for rec in plan.launches:
-            if rec.site in held:
-                continue
-            key = (rec.site, rec.deployable_type)
-            group = open_batch.get(key)
-            if group is None:  # a new batch: sized to what the site takes now (its budget shrinks as batches go)
-                limit = self.provisioner.batch_limit(rec.site, now)
-                if limit == 0:  # the site's launch budget is spent: launched when it refills
-                    held.add(rec.site)
-                    continue
-                group = open_batch[key] = []
-                sizes[key] = min(spec.site_spec(rec.site).batch, limit)
-            group.append(rec)
-            if len(group) >= sizes[key]:
-                del open_batch[key]
-                self._send_batch(group, spec, now=now, events=events, launched=launched, held=held)
-        for group in open_batch.values():
-            if group[0].site not in held:
-                self._send_batch(group, spec, now=now, events=events, launched=launched, held=held)
-        return launched
-
-    def _send_batch(self, batch: list[NodeRecord], spec: DomainSpec, *, now: float,
-                    events: list[tuple[str, dict[str, Any]]], launched: list[NodeRecord], held: set[str]) -> None:
-        """One launch request for ``batch`` (one site, one deployable type), unless the site is unavailable
-        or paced (then it is ``held`` and its records stay REQUESTED for a later tick)."""
-        first = batch[0]
-        if not self.provisioner.available(first.site, now) or self.provisioner.may_request(first.site, now) > 0:
-            held.add(first.site)
-            return
-        batched = {"batch": len(batch)} if len(batch) > 1 else {}
-        try:
-            userdata = [deployable_type(rec.deployable_type).render(self.attributes(spec, rec)) for rec in batch]
-            tags = [machine_tags(domain=rec.domain, launch_id=rec.launch_id, node_id=rec.node_id) for rec in batch]
-            self._still_leader()
-            if len(batch) == 1:
-                ids: list[str | None] = [self._launch(spec, first, userdata=userdata[0], now=now, tags=tags[0])]
-            else:
-                site = spec.site_spec(first.site)
-                ids = self.provisioner.launch_many(
-                    batch, userdata=userdata, now=now, tags=tags, image=site.image_for(first.deployable_type),
-                    size=site.size_for(first.deployable_type), capacity_ttl=spec.capacity_ttl)
-        except RetryableError as exc:
-            events.append(("launch_error", {"node": first.node_id, "error": str(exc),
-                                            "retry_in": round(exc.delay, 2), **batched}))
-            return
-        except (PermanentError, UnknownPlugin, ValueError) as exc:
-            for rec in batch:
-                rec.set_state(S.FAILED, now, f"launch failed: {exc}")
-            events.append(("launch_error", {"node": first.node_id, "error": str(exc), "permanent": True, **batched}))
-            launched.extend(batch)
-            return
-        for rec, provider_id in zip(batch, ids):
-            if provider_id is None:
-                continue  # the site had room for fewer: stays REQUESTED
-            rec.provider_id = provider_id
-            rec.set_state(S.PENDING, now, f"launched on {rec.site}")
-            events.append(("node", {"node": rec.node_id, "from": "REQUESTED", "to": "PENDING", "detail": rec.site}))
-            launched.append(rec)
-
-    def _terminate_now(self, plan: Plan, spec: DomainSpec, *, store: Store, now: float,
-                       events: list[tuple[str, dict[str, Any]]]) -> None:
-        """The plan's terminations, asked of the sites here (a zombie by its site id)."""
-        records = {r.node_id: r for r in (*plan.changed, *plan.launches)}
-        for term in plan.terminations:
-            victim = records.get(term.node_id) or next(
-                (n for n in store.nodes(spec.name) if n.node_id == term.node_id), None)
-            if victim is None and term.provider_id is not None:  # a zombie: end it by its site id
-                victim = NodeRecord(node_id=term.node_id, domain=spec.name, launch_id="", site=term.site or spec.site,
-                                    deployable_type=spec.deployable_type, provider_id=term.provider_id)
-            if victim is None:
-                continue
-            self._still_leader()
-            try:
-                self.provisioner.terminate(victim, grace=term.grace, now=now)
-            except Exception as exc:  # retried by the doctor's "still there" rule
-                events.append(("terminate_error", {"node": victim.node_id, "error": str(exc)}))
-
-    def _enqueue(self, plan: Plan, spec: DomainSpec, *, store: Store, now: float) -> None:
-        """Queue mode: write the plan's records and its provisioning work in one fenced commit."""
+    def _enqueue(self, plan: Plan, spec: DomainSpec, *, store: Store, now: float) -> int:
+        """Write the plan's records and its provisioning work in one fenced commit (launch records before
+        any machine is asked for), then record; returns the items queued."""
         fresh = [rec for rec in plan.launches if rec.node_id in plan.fresh]  # earlier ones are queued already
         work = [WorkItem("launch", rec.domain, rec.node_id, launch_id=rec.launch_id, site=rec.site,
                          reason=rec.history[-1][2] if rec.history else "") for rec in fresh]
@@ -383,6 +295,7 @@ class Manager:
                                  provider_id=term.provider_id, site=term.site or spec.site))
         store.put_nodes([*plan.changed, *fresh], work=work)
         self._record(plan, spec, store=store, now=now, events=plan.events)
+        return len(work)
 
     def _record(self, plan: Plan, spec: DomainSpec, *, store: Store, now: float,
                 events: Iterable[tuple[str, dict[str, Any]]]) -> None:
@@ -420,174 +333,16 @@ class Manager:
 
     # -- provisioner workers (reactors: every manager runs them) -----------------------------
     def execute(self, item: WorkItem, now: float | None = None) -> float | None:
-        """Carry out one work item; returns a delay when it must be retried later, else ``None``."""
-        now = self.clock() if now is None else now
-        if item.op == "launch":
-            return self._execute_launch(item, now)
-        if item.op == "terminate":
-            self._execute_terminate(item, now)
-            return None
-        log.error("unknown work item %r: dropped", item)
-        return None
-
-    def _execute_launch(self, item: WorkItem, now: float) -> float | None:
-        spec = self.store.get_domain(item.domain)
-        rec = self.store.node(item.domain, item.node_id)
-        if spec is None or rec is None or rec.state != S.REQUESTED or rec.launch_id != item.launch_id:
-            return None  # cancelled (scale-in before launch), done already, or the domain is gone
-        self.provisioner.ensure_site(spec.site_spec(rec.site))
-        block = self.provisioner.blocked(rec.site, now)
-        if block is not None:
-            if block.permanent or block.until is None:
-                self._launch_failed(rec, block.reason, now)
-                return None
-            return max(0.05, block.until - now)
-        if self.provisioner.batch_limit(rec.site, now) == 0:  # the site's launch budget is spent
-            return max(0.05, self.provisioner.budget_wait(rec.site, now))
-        wait = self.provisioner.may_request(rec.site, now)
-        if wait > 0:
-            return wait
-        try:
-            userdata = deployable_type(rec.deployable_type).render(self.attributes(spec, rec))
-            tags = machine_tags(domain=rec.domain, launch_id=rec.launch_id, node_id=rec.node_id)
-            provider_id = self._launch(spec, rec, userdata=userdata, now=now, tags=tags)
-        except RetryableError as exc:
-            self.store.record(rec.domain, "launch_error", now, node=rec.node_id, error=str(exc),
-                              retry_in=round(exc.delay, 2))
-            return max(0.05, exc.delay)
-        except (PermanentError, UnknownPlugin, ValueError) as exc:
-            self._launch_failed(rec, f"launch failed: {exc}", now)
-            return None
-        orphan = False
-
-        def accepted(r: NodeRecord) -> bool:
-            nonlocal orphan
-            r.provider_id = provider_id
-            if r.state == S.REQUESTED:
-                r.set_state(S.PENDING, now, f"launched on {r.site}")
-            else:  # scaled in while the launch was in flight: end the machine now
-                orphan = r.state in (S.TERMINATING, S.TERMINATED, S.FAILED, S.UNHEALTHY)
-            return True
-
-        written = self.store.update_node(rec.domain, rec.node_id, accepted)
-        if written is None or orphan:
-            self._terminate_machine(rec, provider_id, grace=0.0, now=now, why="launched after scale-in")
-        else:
-            self.store.record(rec.domain, "node", now, node=rec.node_id, **{"from": "REQUESTED", "to": "PENDING"},
-                              detail=rec.site)
-        return None
-
-    def _launch(self, spec: DomainSpec, rec: NodeRecord, *, userdata: str, now: float,
-                tags: Mapping[str, str]) -> str:
-        site = spec.site_spec(rec.site)
-        return self.provisioner.launch(rec, userdata=userdata, now=now, tags=tags,
-                                       image=site.image_for(rec.deployable_type),
-                                       size=site.size_for(rec.deployable_type), capacity_ttl=spec.capacity_ttl)
-
-    def _launch_failed(self, rec: NodeRecord, why: str, now: float) -> None:
-        def failed(r: NodeRecord) -> bool:
-            if r.state != S.REQUESTED:
-                return False
-            r.set_state(S.FAILED, now, why)
-            return True
-
-        self.store.update_node(rec.domain, rec.node_id, failed)
-        self.store.record(rec.domain, "launch_error", now, node=rec.node_id, error=why, permanent=True)
-
-    def _terminate_machine(self, rec: NodeRecord, provider_id: str | None, *, grace: float, now: float,
-                           why: str) -> None:
-        victim = rec.copy()
-        victim.provider_id = provider_id
-        try:
-            self.provisioner.terminate(victim, grace=grace, now=now)
-        except Exception as exc:  # the doctor's "still there" rule asks again
-            self.store.record(rec.domain, "terminate_error", now, node=rec.node_id, error=str(exc), why=why)
-
-    def _execute_terminate(self, item: WorkItem, now: float) -> None:
-        rec = self.store.node(item.domain, item.node_id)
-        if rec is None and item.provider_id is None:
-            return
-        spec = self.store.get_domain(item.domain)
-        if spec is not None:
-            self.provisioner.ensure_site(spec.site_spec(rec.site if rec is not None else item.site))
-        if rec is None:  # a zombie: no record; ended by its site id only if the site lists it as ours
-            if not self._is_our_machine(item):
-                log.warning("terminate of %s on %s refused: the site lists no such machine of domain %s",
-                            item.provider_id, item.site, item.domain)
-                return
-            rec = NodeRecord(node_id=item.node_id, domain=item.domain, launch_id="", site=item.site,
-                             deployable_type=spec.deployable_type if spec else "", provider_id=item.provider_id)
-        provider_id = rec.provider_id or item.provider_id
-        if provider_id is None:  # scaled in before its launch was recorded: find it by its tags
-            try:
-                listed = self.provisioner.list(rec.site).get(rec.node_id)
-            except Exception:
-                listed = None
-            if listed is None:
-                return
-            provider_id = listed.provider_id
-        self._terminate_machine(rec, provider_id, grace=item.grace, now=now, why=item.reason)
-
-    def _is_our_machine(self, item: WorkItem) -> bool:
-        """Whether the site lists a live machine with the item's id, tagged with the item's domain."""
-        try:
-            listed = self.provisioner.list(item.site, now=self.clock())
-        except Exception:  # unknown site, its listing failed or backs off: not proven ours, so left alone
-            return False
-        return any(n.provider_id == item.provider_id and n.alive and n.tags.get(TAG_DOMAIN) == item.domain
-                   for n in listed.values())
+        """Carry out one work item (see :meth:`Actuator.execute`): a delay when it must be retried, else ``None``."""
+        return self.actuator.execute(item, now)
 
     def start_workers(self) -> None:
-        """Start this manager's provisioner workers (queue mode)."""
-        if self.queue is None or self._workers:
-            return
-        self._workers_stop.clear()
-        for i in range(self.n_workers):
-            thread = threading.Thread(target=self._work_loop, args=(f"{self.manager_id}-w{i}",),
-                                      name=f"provisioner-{i}", daemon=True)
-            thread.start()
-            self._workers.append(thread)
+        """Start this manager's provisioner workers (``workers`` > 0)."""
+        if self.n_workers > 0:
+            self.workers.start()
 
     def stop_workers(self, timeout: float = 10.0) -> None:
-        self._workers_stop.set()
-        for thread in self._workers:
-            thread.join(timeout)
-        self._workers.clear()
-
-    def _work_loop(self, consumer: str) -> None:
-        """Take items, do them, acknowledge; hold items whose site is backing off (touching them)."""
-        assert self.queue is not None
-        held: list[tuple[float, WorkItem]] = []  # (due, item)
-        last_touch = time.monotonic()
-        failures = 0
-        while not self._workers_stop.is_set():
-            try:
-                now = self.clock()
-                due = [(d, i) for d, i in held if d <= now]
-                held = [(d, i) for d, i in held if d > now]
-                block = 0.0 if due else min([0.5, *[d - now for d, _ in held]])
-                fresh = self.queue.take(consumer, block=block)
-                for _, item in due + [(now, i) for i in fresh]:
-                    delay = self.execute(item)
-                    if delay is None:
-                        self.queue.done([item])
-                        if self.metrics is not None:
-                            self.metrics.work_done(item.op)
-                    else:
-                        held.append((self.clock() + delay, item))
-                if held and time.monotonic() - last_touch > self.queue.reclaim_after / 3:
-                    self.queue.touch(consumer, [i for _, i in held])
-                    last_touch = time.monotonic()
-                failures = 0
-            except Exception as exc:  # the store may be restarting: back off (bounded), keep going
-                failures += 1
-                delay = min(5.0, 0.25 * 2 ** min(failures, 5))
-                log.error("provisioner worker %s: %s; retrying in %.1fs", consumer, error_text(exc), delay)
-                self._workers_stop.wait(delay)
-        try:
-            self.queue.give_back([i for _, i in held])
-        except Exception:
-            pass  # taken over after reclaim_after
+        self.workers.stop(timeout)
 
     # -- the tick --------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> list[Plan]:
@@ -620,8 +375,21 @@ class Manager:
                 log.error("domain %s: tick failed: %s", spec.name, error_text(exc))
                 with contextlib.suppress(Exception):
                     self.store.record(spec.name, "error", now, what="tick", error=error_text(exc))
+        if self.n_workers == 0:
+            if self.actuator.holding(now):
+                self._drain_left(now)
+            self.actuator.keep()
         self._report_refused(now)
         return plans
+
+    def _drain_left(self, now: float) -> None:
+        """No workers: the held work that is due and no domain's pass took (its domain is gone, its tick failed)."""
+        try:
+            self.actuator.drain(now)
+        except (LeaseLost, FencedWrite, redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception as exc:  # reported; the items are tried again by the next pass
+            log.error("work left over: %s", error_text(exc))
 
     def _tick_domain(self, spec: DomainSpec, now: float, *, roles: frozenset[str], store: Store,
                      listings: dict[str, Mapping[str, SiteNode] | None]) -> Plan:
@@ -684,8 +452,10 @@ class Manager:
                 time.sleep(gap)
 
     def close(self) -> None:
-        """Stop workers and queue watches, close sensors, hand the roles over at once."""
+        """Stop workers and queue watches, hand held work and the roles over at once, close sensors."""
         self.stop_workers()
+        with contextlib.suppress(Exception):  # else taken over after reclaim_after
+            self.actuator.give_back()
         if self.leases is not None:
             for role in list(self.held):
                 try:

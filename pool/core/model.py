@@ -57,8 +57,12 @@ S = NodeState
 TRANSITIONS: dict[NodeState, frozenset[NodeState]] = {
     S.REQUESTED: frozenset({S.PENDING, S.FAILED, S.TERMINATING, S.TERMINATED}),
     S.PENDING: frozenset({S.STARTED, S.FAILED, S.TERMINATING, S.TERMINATED, S.UNHEALTHY}),
-    S.STARTED: frozenset({S.JOINED, S.FAILED, S.TERMINATING, S.TERMINATED, S.UNHEALTHY}),
+    # STARTED -> DRAINING: scale-in of a worker whose agent runs (it may hold work before it says so)
+    S.STARTED: frozenset({S.JOINED, S.DRAINING, S.FAILED, S.TERMINATING, S.TERMINATED, S.UNHEALTHY}),
+    # JOINED -> DRAINING: scale-in by handshake, or a preemption notice; JOINED -> TERMINATING: never
+    # by scale-in (a joined worker is drained first), only by an operator's kill
     S.JOINED: frozenset({S.DRAINING, S.TERMINATING, S.TERMINATED, S.UNHEALTHY}),
+    # DRAINING -> TERMINATING: the agent reported drained (holds no work), or the drain deadline passed
     S.DRAINING: frozenset({S.TERMINATING, S.TERMINATED, S.UNHEALTHY}),
     S.UNHEALTHY: frozenset({S.TERMINATING, S.TERMINATED}),
     S.FAILED: frozenset({S.TERMINATING, S.TERMINATED}),
@@ -235,6 +239,7 @@ class Heartbeat:
     workload_alive: bool = True
     draining: bool = False
     preempt_notice: float | None = None  # when the site warned that it will reclaim the machine
+    drained: bool = False  # the workload stopped taking work and holds none: the machine may go
 
 
 @dataclass(frozen=True)
@@ -278,13 +283,17 @@ class Decision:
 
     ``memory`` (JSON-serializable) is handed back to the same policy as ``view.memory`` on the
     next tick: how a pure policy keeps windows, cooldowns or ramps without state of its own.
-    ``None`` keeps the previous memory.
+    ``None`` keeps the previous memory. ``activation``: whether the domain's activation threshold
+    (0 -> 1 only above it) applies to this target: yes for a target read from the queue; no for a
+    size that does not come from it (a fixed size, a scheduled minimum, a new application's first
+    worker), which is never held at 0 by an empty queue.
     """
 
     target: int
     reason: str
     inputs: Mapping[str, Any] = field(default_factory=dict)
     memory: Mapping[str, Any] | None = None
+    activation: bool = True
 
 
 # ---------------------------------------------------------------------------
@@ -724,7 +733,7 @@ class DomainSpec(_Spec):
         misplaced: list[InitErrorDetails] = []
         for key in [k for k in data if isinstance(k, str) and k not in cls.model_fields]:
             owner = _block_owner(key)
-            if owner is not None and data[key] is None:  # `spark: null`: how earlier versions stored
+            if owner is not None and data[key] is None:  # `KEY: null`: how earlier versions stored
                 del data[key]                           # "no block" (every block was a field then)
             elif owner is not None:
                 misplaced.append(_error((key,), data.pop(key), f"belongs to deployable_type {owner}; this domain's "
@@ -1121,6 +1130,9 @@ class DomainState:
     last_scale_up: float | None = None
     last_scale_down: float | None = None
     policy_memory: dict[str, Any] = field(default_factory=dict)
+    boot_failures: int = 0  # consecutive nodes that failed before joining (reset by a join)
+    boot_failed_at: float | None = None  # when the last of them failed
+    boot_error: str = ""  # why it failed, as the doctor said
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -16,7 +16,8 @@ import redis
 from pool.core import keys
 from pool.core.model import DomainSpec, DomainState, Heartbeat, InvalidRecord, NodeRecord, SpecError, parse_domain_spec
 from pool.core.secrets import redact, redact_text
-from pool.state.workqueue import WorkItem, WorkQueue
+from pool.state.memqueue import MemoryWorkQueue
+from pool.state.workqueue import RECLAIM_AFTER, QueueLike, WorkItem, WorkQueue
 
 log = logging.getLogger("elastic_pool.store")
 
@@ -579,8 +580,8 @@ class Store:
 
         return Leases(self.r, namespace=self.ns, holder=holder, ttl=ttl)
 
-    def work_queue(self, *, reclaim_after: float = 30.0) -> WorkQueue:
-        """The durable launch/terminate work queue of this namespace."""
+    def work_queue(self, *, reclaim_after: float = RECLAIM_AFTER) -> QueueLike:
+        """The durable launch/terminate work queue of this namespace (a :class:`WorkQueue`)."""
         return WorkQueue(self.r, namespace=self.ns, reclaim_after=reclaim_after)
 
 
@@ -590,8 +591,10 @@ class MemoryStore(Store):
     Public methods match :class:`Store`. Differences: :meth:`beat` needs an explicit ``time=``
     (there is no wall clock in a simulation); node records and domain specs are kept as objects,
     not serialized, so a record returned by :meth:`nodes` is the stored one and must be treated
-    as read-only (the manager's ``plan_domain`` works on copies). ``on_record``, when given, sees
-    every event as it is recorded, so a caller can count what the bounded log forgets.
+    as read-only (the manager's ``plan_domain`` works on copies; :meth:`update_node` stores a changed
+    copy). ``on_record``, when given, sees every event as it is recorded, so a caller can count what
+    the bounded log forgets. The work queue is a :class:`~pool.state.memqueue.MemoryWorkQueue`:
+    ``put_nodes(..., work=...)`` queues items on it, :meth:`work_queue` returns it.
     """
 
     def __init__(self, *, namespace: str = "ep", event_log_length: int = EVENT_LOG_LENGTH,
@@ -609,6 +612,7 @@ class MemoryStore(Store):
         self._events: dict[str, deque[dict[str, Any]]] = {}
         self._managers: dict[str, dict[str, Any]] = {}
         self._shutdown: float | None = None
+        self._work = MemoryWorkQueue()
         self.refused: dict[str, str] = {}  # nothing is serialized here, so nothing is ever refused
         self.refused_records: dict[tuple[str, str], str] = {}
 
@@ -661,8 +665,7 @@ class MemoryStore(Store):
         return self._nodes.get(domain, {}).get(node_id)
 
     def put_nodes(self, records: Iterable[NodeRecord], *, work: Iterable[WorkItem] = ()) -> None:
-        if list(work):
-            raise ValueError("the in-memory store has no work queue: run provisioning inline")
+        """Write records, then queue ``work`` (one process: nothing runs in between)."""
         for rec in records:
             table = self._nodes.setdefault(rec.domain, {})
             if rec.node_id not in table:
@@ -670,6 +673,21 @@ class MemoryStore(Store):
                     self._ordered[rec.domain] = False
                 self._last_created[rec.domain] = max(rec.created, self._last_created.get(rec.domain, rec.created))
             table[rec.node_id] = rec
+        if work:
+            self._work.add_to(None, work)
+
+    def update_node(self, domain: str, node_id: str, change: Callable[[NodeRecord], bool],
+                    *, attempts: int = 20) -> NodeRecord | None:
+        """``change`` edits a copy of the record; the copy is stored if it returns True (as :meth:`Store.update_node`)."""
+        table = self._nodes.get(domain)
+        rec = table.get(node_id) if table is not None else None
+        if table is None or rec is None:
+            return None
+        twin = rec.copy()
+        if not change(twin):
+            return rec
+        table[node_id] = twin
+        return twin
 
     def forget_nodes(self, domain: str, node_ids: Iterable[str]) -> None:
         table = self._nodes.get(domain, {})
@@ -700,7 +718,8 @@ class MemoryStore(Store):
         if not fields:
             hbs[node_id] = Heartbeat(time=float(time), ready=prev.ready, active=prev.active,
                                      idle_since=prev.idle_since, workload_alive=prev.workload_alive,
-                                     draining=prev.draining, preempt_notice=prev.preempt_notice)
+                                     draining=prev.draining, preempt_notice=prev.preempt_notice,
+                                     drained=prev.drained)
             return
         get = fields.get
         idle = get("idle_since", prev.idle_since)
@@ -713,6 +732,7 @@ class MemoryStore(Store):
             workload_alive=_flag(get("workload_alive"), prev.workload_alive),
             draining=_flag(get("draining"), prev.draining),
             preempt_notice=float(notice) if notice not in (None, "") else None,
+            drained=_flag(get("drained"), prev.drained),
         )
 
     # -- events -----------------------------------------------------------------------
@@ -757,6 +777,11 @@ class MemoryStore(Store):
 
     def clear_shutdown(self) -> None:
         self._shutdown = None
+
+    def work_queue(self, *, reclaim_after: float = RECLAIM_AFTER) -> QueueLike:
+        """The store's in-memory work queue (the one ``put_nodes(..., work=...)`` queues on)."""
+        self._work.reclaim_after = reclaim_after
+        return self._work
 
 
 _NO_BEAT = Heartbeat(0.0)
@@ -811,7 +836,7 @@ class _Beats:
             hb = get(node)
             if hb is not None:  # the same heartbeat at its new time
                 beats[node] = Heartbeat(float(t), hb.ready, hb.active, hb.idle_since, hb.workload_alive,
-                                        hb.draining, hb.preempt_notice)
+                                        hb.draining, hb.preempt_notice, hb.drained)
         if len(times) != count:  # nodes left the sorted set (forgotten): read every time again
             if full:
                 raise RuntimeError("beat times changed while read")  # one script: cannot happen
@@ -923,4 +948,5 @@ def _heartbeat(raw: dict[str, str], when: float) -> Heartbeat:
         workload_alive=raw.get("workload_alive", "1") == "1",
         draining=raw.get("draining") == "1",
         preempt_notice=_number(raw.get("preempt_notice")),
+        drained=raw.get("drained") == "1",
     )

@@ -6,7 +6,7 @@ import json
 import logging
 import re
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol
 
 import redis
 
@@ -87,6 +87,34 @@ def _checked_item(data: Any) -> dict[str, Any]:
 
 
 _ITEM_FIELDS = {f.name for f in fields(WorkItem)} - {"entry_id", "deliveries"}
+
+
+class QueueLike(Protocol):
+    """What the actuator needs of a work queue: :class:`WorkQueue` (Redis) and
+    :class:`~pool.state.memqueue.MemoryWorkQueue` (the in-memory store's)."""
+
+    reclaim_after: float
+
+    def put(self, items: Iterable[WorkItem]) -> None: ...
+
+    def take(self, consumer: str, *, count: int = 16, block: float = 1.0) -> list[WorkItem]: ...
+
+    def done(self, items: Iterable[WorkItem]) -> None: ...
+
+    def touch(self, consumer: str, items: Iterable[WorkItem]) -> None: ...
+
+    def give_back(self, items: Iterable[WorkItem]) -> None: ...
+
+    def depth(self) -> dict[str, int]: ...
+
+
+def entry_order(item: WorkItem) -> tuple[int, int]:
+    """Where the item's entry stands in its queue (``ms-seq`` ids of a stream, ``n-0`` in memory): queueing order."""
+    head, _, tail = item.entry_id.partition("-")
+    try:
+        return int(head or 0), int(tail or 0)
+    except ValueError:
+        return 0, 0
 
 
 class WorkQueue:
