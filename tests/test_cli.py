@@ -80,7 +80,7 @@ def test_user_session_on_the_embedded_default(env: dict[str, str]) -> None:
         password = (Path(env["POOL_HOME"]) / "redis" / "password").read_text().strip()
         assert url.startswith(f"redis://:{password}@127.0.0.1:") and ":6379/" not in url
         assert "created" in run(["apply", "-f", "examples/celery-domain.yaml"], env).stdout
-        assert "configured" in run(["apply", "-f", "examples/celery-domain.yaml"], env).stdout
+        assert "domain etl unchanged" in run(["apply", "-f", "examples/celery-domain.yaml"], env).stdout
         rows = json.loads(run(["ls", "--json"], env).stdout)
         assert rows[0]["domain"] == "etl" and rows[0]["policy"] == "queue_depth" and rows[0]["max"] == 6
         run(["resize", "etl", "2"], env)

@@ -20,8 +20,22 @@ import click
 import redis
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
+from pool.cli.views import (
+    Column,
+    EnvError,
+    TextTable,
+    changes_line,
+    env_shell,
+    env_text,
+    is_local,
+    iter_nodes,
+    local_driver,
+    print_table,
+    producer_env,
+    spec_changes,
+    stream_console,
+)
 from pool.core.model import (
     NodeState,
     PluginParamError,
@@ -136,7 +150,7 @@ def _resolve(*, start: bool) -> str | None:
         _check_url(url)
         return url
     try:
-        return resolve_url(start=start)
+        return resolve_url(start=start, notify=lambda message: say(f"warning: {message}", err=True))
     except RedisUnavailable as exc:
         if start:
             fail(str(exc), 1)
@@ -363,7 +377,8 @@ def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float, pro
     watcher = threading.Thread(target=watch, name="control", daemon=True)
     watcher.start()
     say(f"manager {manager.manager_id} up; state in {url}; tick {interval:g}s; "
-        f"{provisioners} provisioner workers" + (f"; metrics {info['metrics']}" if "metrics" in info else ""))
+        f"{provisioners} provisioner workers" + (f"; metrics {info['metrics']}" if "metrics" in info else "")
+        + "; `pool env DOMAIN` prints what a producer needs")
     manager.start_workers()
     try:
         manager.run(interval=interval, stop=stop)
@@ -529,14 +544,17 @@ def status(as_json: bool) -> None:
         click.echo(json.dumps({"managers": redact(managers), "roles": roles, "work": redact(work)}, indent=2,
                               default=str))
         return
-    table = Table("MANAGER", "PID", "HOST", "LAST SEEN", "ROLES")
+    table = TextTable.of("MANAGER", "PID", "HOST", "LAST SEEN", "ROLES")
     now = time.time()
     for mid, info in sorted(managers.items()):
         held = [r for r, h in holders.items() if h["holder"] == mid]
         seen = _number(info.get("seen")) or _number(info.get("started"))
-        table.add_row(cell(mid), cell(info.get("pid", "")), cell(info.get("host", "")),
-                      f"{now - seen:.1f}s ago" if seen else "-", cell(", ".join(held) or "standby"))
-    console.print(table)
+        table.add_row(one_line(mid), one_line(info.get("pid", "")), one_line(info.get("host", "")),
+                      f"{now - seen:.1f}s ago" if seen else "-", one_line(", ".join(held) or "standby"))
+    if managers:
+        print_table(table)
+    else:
+        say("no manager is registered (`pool up` runs one)")
     for role, h in holders.items():
         say(f"role {role}: " + (f"{h['holder']} (token {h['token']}, {h['ttl_s']:.1f}s left)"
                                 if h["holder"] else "free"))
@@ -682,9 +700,25 @@ def apply(path: str) -> None:
         say(f"note: started the pool's embedded Redis in the background (state in {_state_dir() / 'redis'}); "
             "`pool down` stops it", err=True)
     for spec in specs:
-        created = store.put_domain(spec)
-        store.record(spec.name, "applied", time.time(), created=created)
-        say(f"domain {spec.name} {'created' if created else 'configured'}")
+        _apply_one(store, spec)
+
+
+def _apply_one(store: Store, spec: Any) -> None:
+    """Store one validated spec and say what changed: created, unchanged, or the fields that changed."""
+    old = store.get_domain(spec.name)
+    refused = old is None and spec.name in getattr(store, "refused", {})
+    changes = spec_changes(old, spec) if old is not None else []
+    if old is not None and not changes:
+        say(f"domain {spec.name} unchanged")
+        return
+    created = store.put_domain(spec)
+    store.record(spec.name, "applied", time.time(), created=created, **({"changes": changes[:50]} if changes else {}))
+    if created:
+        say(f"domain {spec.name} created")
+    elif refused or old is None:
+        say(f"domain {spec.name} changed: replaced a stored spec that did not validate")
+    else:
+        say(f"domain {spec.name} changed: {changes_line(changes)}")
 
 
 def _counts(store: Store, name: str) -> dict[str, int]:
@@ -707,12 +741,23 @@ def _domain(store: Store, name: str) -> Any:
     return spec
 
 
+#: `-o` formats of the listing commands: a table fitted to the terminal, with more columns, or JSON.
+OUTPUTS = ("table", "wide", "json")
+
+
+def output_option(f: Any) -> Any:
+    """``-o table|wide|json`` and ``--json`` (the same as ``-o json``)."""
+    f = click.option("--json", "as_json", is_flag=True, help="machine-readable output (the same as -o json)")(f)
+    return click.option("-o", "--output", type=click.Choice(OUTPUTS), default="table", show_default=True,
+                        help="table (fitted to the terminal; whole when piped), wide (more columns), json")(f)
+
+
 @main.command("ls")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def ls(as_json: bool) -> None:
+@output_option
+def ls(output: str, as_json: bool) -> None:
     """Domains: intended and actual size, sensor value, policy."""
     _, store = open_store(start=False)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec in store.domains():
         st = store.get_state(spec.name)
         counts = _counts(store, spec.name)
@@ -723,41 +768,93 @@ def ls(as_json: bool) -> None:
             "value": reading.get("value"), "error": reading.get("error"),
             "intended": st.intended, "actual": live, "joined": counts.get("JOINED", 0),
             "min": spec.min, "max": spec.max, "override": st.override,
+            "deployable_type": spec.deployable_type, "sites": [s.name for s in spec.sites],
+            "boot_failures": st.boot_failures,
         })
-    if as_json:
+    if as_json or output == "json":
         emit_json(rows)
         return
-    table = Table("DOMAIN", "POLICY", "SENSOR", "VALUE", "INTENDED", "ACTUAL", "JOINED", "MIN/MAX", "OVERRIDE")
+    if not rows:
+        say("no domains (create one with `pool apply -f SPEC.yaml`)", err=True)
+        return
+    wide = output == "wide"
+    table = TextTable.of("DOMAIN", "POLICY", "SENSOR", Column("VALUE", flexible=True), "INTENDED", "ACTUAL",
+                         "JOINED", "MIN/MAX", "OVERRIDE", *(("TYPE", "SITES") if wide else ()))
     for r in rows:
         number = _number(r["value"])
-        value = (f"[red]{cell(r['error'])}[/]" if r["error"] else
+        value = ((one_line(r["error"]), "red") if r["error"] else
                  "-" if number is None else f"{number:g}")
-        table.add_row(cell(r["domain"]), cell(r["policy"]), cell(r["sensor"]), value, cell(r["intended"]),
-                      cell(r["actual"]), cell(r["joined"]), cell(f"{r['min']}/{r['max']}"),
-                      "auto" if r["override"] is None else cell(r["override"]))
-    console.print(table)
+        if r["boot_failures"]:  # `pool show` says why
+            value = (f"degraded: {r['boot_failures']} boot failure(s)", "red")
+        table.add_row(one_line(r["domain"]), one_line(r["policy"]), one_line(r["sensor"]), value,
+                      one_line(r["intended"]), one_line(r["actual"]), one_line(r["joined"]),
+                      f"{r['min']}/{r['max']}", "auto" if r["override"] is None else one_line(r["override"]),
+                      *((one_line(r["deployable_type"]), one_line(",".join(r["sites"]))) if wide else ()))
+    print_table(table)
+
+
+#: `pool show` leaves out nodes that ended (TERMINATED) longer ago than this, unless --all.
+ENDED_SHOWN = 300.0
+
+
+def _machines(spec: Any, nodes: list[Any]) -> tuple[dict[str, dict[str, Any]], Path | None]:
+    """Process id (while it runs) and console log of each node on the local site, by node id; and
+    the local site's directory (``None``: no node of this domain is there)."""
+    local = [n for n in nodes if is_local(spec, n.site)]
+    if not local:
+        return {}, None
+    try:
+        driver = local_driver()
+        found = driver.ex_describe([n.provider_id or n.node_id for n in local])
+    except (OSError, RuntimeError, ValueError) as exc:  # the state directory: shown, not fatal
+        say(f"warning: cannot read the local site's machines: {one_line(exc, 200)}", err=True)
+        return {}, None
+    return ({n.node_id: found[n.provider_id or n.node_id] for n in local if (n.provider_id or n.node_id) in found},
+            Path(driver.root))
 
 
 @main.command()
 @click.argument("name")
 @click.option("--events", "n_events", default=10, show_default=True, type=click.IntRange(min=0, max=2000),
               help="how many recent decisions to show")
-@click.option("--json", "as_json", is_flag=True)
-def show(name: str, n_events: int, as_json: bool) -> None:
-    """One domain: nodes by state, last readings, last decisions with reasons."""
+@click.option("-A", "--all", "show_all", is_flag=True,
+              help=f"also the nodes that ended more than {ENDED_SHOWN / 60:g} minutes ago")
+@output_option
+def show(name: str, n_events: int, show_all: bool, output: str, as_json: bool) -> None:
+    """One domain: nodes by state (process ids, console logs), last readings, last decisions with reasons."""
     _, store = open_store(start=False)
     spec = _domain(store, name)
     st = store.get_state(name)
-    nodes = store.nodes(name)
+    now = time.time()
+    every = store.nodes(name)
+    nodes = [n for n in every if show_all or n.state != NodeState.TERMINATED or now - n.since <= ENDED_SHOWN]
+    hidden = len(every) - len(nodes)
     hbs = store.heartbeats(name, [n.node_id for n in nodes])
+    machines, site_dir = _machines(spec, nodes)
     decisions = store.events(name, n_events, kind="decision") if n_events else []
-    if as_json:
+
+    def tasks(n: Any) -> Any:
+        """Tasks running now: only from a heartbeat that is current (never an ended node's last count)."""
+        hb = hbs.get(n.node_id)
+        if hb is None or n.state == NodeState.TERMINATED or now - hb.time > spec.timeouts.heartbeat_timeout:
+            return None
+        return hb.active
+
+    order = {s: i for i, s in enumerate(NodeState)}
+    nodes.sort(key=lambda n: (order[n.state], n.created))
+    if as_json or output == "json":
         emit_json({
             "spec": json.loads(spec.model_dump_json()),
             "intended": st.intended, "override": st.override, "readings": st.readings,
             "last_decision": st.last_decision,
+            "boot_failures": {"count": st.boot_failures, "last_at": st.boot_failed_at, "error": st.boot_error,
+                              "last_lines": _last_lines(store, name) if st.boot_failures else []},
             "nodes": [{"node": n.node_id, "state": n.state.value, "site": n.site, "since": n.since,
-                       "active": hbs[n.node_id].active if n.node_id in hbs else None} for n in nodes],
+                       "active": tasks(n), "machine": n.provider_id,
+                       "pid": machines.get(n.node_id, {}).get("pid"),
+                       "console": machines.get(n.node_id, {}).get("console"),
+                       "last_heartbeat": hbs[n.node_id].time if n.node_id in hbs else None} for n in nodes],
+            "nodes_not_shown": hidden,
             "decisions": decisions,
         })
         return
@@ -770,19 +867,67 @@ def show(name: str, n_events: int, as_json: bool) -> None:
         else:
             say(f"reading {sname}: " + ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
                                                 for k, v in r.items() if k != "error" and v is not None))
-    table = Table("NODE", "STATE", "SITE", "FOR", "TASKS", "LAST HEARTBEAT")
-    now = time.time()
-    order = {s: i for i, s in enumerate(NodeState)}
-    for n in sorted(nodes, key=lambda n: (order[n.state], n.created)):
+    if st.boot_failures:
+        _say_degraded(store, name, st, now)
+    wide = output == "wide"
+    table = TextTable.of("NODE", "STATE", "SITE", "PID", "FOR", "TASKS", "LAST HEARTBEAT",
+                         *(("MACHINE", Column("LOG", flexible=True)) if wide else ()))
+    for n in nodes:
         hb = hbs.get(n.node_id)
-        table.add_row(cell(n.node_id), n.state.value, cell(n.site), f"{now - n.since:.0f}s",
-                      "-" if hb is None else cell(hb.active), "-" if hb is None else f"{now - hb.time:.1f}s ago")
-    console.print(table)
+        machine = machines.get(n.node_id, {})
+        active = tasks(n)
+        table.add_row(one_line(n.node_id), n.state.value, one_line(n.site),
+                      "-" if machine.get("pid") is None else str(machine["pid"]), _ago(now - n.since),
+                      "-" if active is None else one_line(active),
+                      "-" if hb is None else f"{_ago(now - hb.time)} ago",
+                      *((one_line(n.provider_id or "-"), one_line(machine.get("console") or "-")) if wide else ()))
+    if nodes:
+        print_table(table)
+    else:
+        say("no nodes")
+    if hidden:
+        say(f"({hidden} node(s) that ended more than {ENDED_SHOWN / 60:g} minutes ago not shown: --all shows them)")
+    if site_dir is not None and not wide:
+        say(f"console logs: `pool logs NODE` (files: {site_dir}/NODE/console.log; -o wide shows each)")
     console.print("[bold]decisions[/] (newest first)")
     for d in redact(decisions):
         when = _number(d.get("time"))
         stamp = time.strftime("%H:%M:%S", time.localtime(when)) if when is not None else "--:--:--"
         say(f"  {stamp}  target {d.get('target')} (actual {d.get('actual')}): {d.get('reason')}")
+
+
+def _last_lines(store: Store, name: str) -> list[str]:
+    """The last lines the workload wrote before its latest exit (the agent's `workload_exit` event)."""
+    exits = redact(store.events(name, 50, kind="workload_exit"))[:1]
+    lines = exits[0].get("last_lines") if exits else None
+    return [one_line(line) for line in lines] if isinstance(lines, list) else []
+
+
+def _say_degraded(store: Store, name: str, st: Any, now: float) -> None:
+    """Why a domain's workers keep failing on boot, in the workload's own words, and when it tries again."""
+    from pool.control.backoff import boot_backoff
+
+    wait = boot_backoff(st, now)
+    console.print(f"[red]degraded[/]: {st.boot_failures} boot failure(s) in a row; " + escape(one_line(
+        f"{st.boot_error}; next launch " + (f"in {wait:.0f}s" if wait > 0 else "when a worker is wanted")
+        + " (one at a time until a worker joins)")), soft_wrap=True)
+    lines = _last_lines(store, name)
+    if lines:
+        say("  the workload's last lines:")
+        for line in lines[-10:]:
+            say(f"    {line}")
+
+
+def _ago(seconds: float) -> str:
+    """A duration as people read it: 42s, 3m10s, 2h05m, 3d4h."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -812,15 +957,39 @@ def resize(name: str, size: str) -> None:
 
 @main.command()
 @click.argument("name")
-def delete(name: str) -> None:
-    """Remove a domain; its workers are drained first."""
+@click.option("--timeout", default=None, type=float, help="seconds to wait for the workers to drain "
+              "(default: the domain's timeouts.drain plus a minute)")
+def delete(name: str, timeout: float | None) -> None:
+    """Remove a domain: its workers are drained first (by the running manager, whatever the domain's
+    min and even with its broker unreachable), then its services (a Spark master) are stopped."""
     _, store = open_store(start=False)
-    _domain(store, name)
-    live = [n for n in store.nodes(name) if n.state != NodeState.TERMINATED]
-    if live:
-        fail(f"domain {name} still has {len(live)} node(s): `pool resize {name} 0` first, then delete")
+    spec = _domain(store, name)
+    if _ending(store, name):
+        store.set_override(name, 0)  # the override wins over min, the policy and a failing sensor
+        store.record(name, "delete", time.time(), what="draining the workers before the domain goes")
+        limit = spec.timeouts.drain + 60.0 if timeout is None else timeout
+        say(f"draining {len(_ending(store, name))} node(s) of {name} (up to {limit:g}s; `pool up` must be running)")
+        deadline = time.monotonic() + limit
+        while _ending(store, name) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = _ending(store, name)
+        if left:
+            fail(f"{len(left)} node(s) of {name} still running after {limit:g}s ({', '.join(left[:5])}): is a "
+                 f"manager running (`pool up`)? The domain stays, at size 0; `pool show {name}` says more", 1)
+    workload = workload_for_type(spec.deployable_type)
+    for service in workload.services():
+        if service.applies(spec):
+            try:
+                service.stop(spec)
+            except Exception as exc:  # noqa: BLE001  (said; the domain still goes)
+                say(f"warning: could not stop a service of {name}: {one_line(exc)}", err=True)
     store.delete_domain(name)
     say(f"domain {name} deleted")
+
+
+def _ending(store: Store, name: str) -> list[str]:
+    """Nodes of the domain whose machine may still run."""
+    return [n.node_id for n in store.nodes(name) if n.state != NodeState.TERMINATED]
 
 
 @main.command()
@@ -838,6 +1007,89 @@ def events(name: str, count: int) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(when)) if when is not None else "--:--:--"
         kind = str(e.pop("kind", "?"))
         click.echo(one_line(f"{stamp} {kind:10s} " + " ".join(f"{k}={v}" for k, v in e.items()), 2000))
+
+
+@main.command("env")
+@click.argument("name")
+@click.option("-o", "--output", type=click.Choice(("text", "json", "shell")), default="text", show_default=True,
+              help="text (YAML with comments), json, or shell (export lines: eval \"$(pool env NAME -o shell)\")")
+@click.option("--json", "as_json", is_flag=True, help="the same as -o json")
+def env(name: str, output: str, as_json: bool) -> None:
+    """What a producer or notebook needs for domain NAME: broker URL (with its password) and queue;
+    for Spark, the master URL and executor settings that fit one worker. Printed only here, on
+    standard output: treat it like the password file it comes from."""
+    url, store = open_store(start=False)
+    spec = _domain(store, name)
+    try:
+        data = producer_env(spec, url)
+    except EnvError as exc:
+        fail(str(exc), 1)
+    if data.get("note"):
+        say(f"note: {data['note']}", err=True)
+    # the one output that carries credentials, unmasked on purpose: never logged or recorded
+    if as_json or output == "json":
+        click.echo(json.dumps(data, indent=2))
+    elif output == "shell":
+        click.echo(env_shell(data))
+    else:
+        click.echo(env_text(data, f"pool env {name}"))
+
+
+@main.command("logs")
+@click.argument("node")
+@click.option("--tail", type=click.IntRange(min=0), default=None, metavar="N", help="only the last N lines")
+@click.option("-f", "--follow", is_flag=True, help="keep printing what the node writes until it ends (Ctrl-C stops)")
+@click.option("-d", "--domain", default=None, help="the node's domain (default: any)")
+def logs(node: str, tail: int | None, follow: bool, domain: str | None) -> None:
+    """A node's console: what its boot script and workload wrote (local site: a file per node under
+    the state directory, {state}/sites/local/NODE/console.log)."""
+    url = _resolve(start=False)
+    store: Store | None = None
+    if url is not None:  # a console is most wanted when things are broken: without Redis, the directories
+        try:
+            store = Store.from_url(url, namespace=_namespace())
+            store.ping()
+        except (redis.RedisError, OSError, ValueError) as exc:
+            store = None
+            say(f"note: the pool's Redis does not answer ({one_line(exc, 160)}): looking for the node's "
+                "directory only", err=True)
+    found = list(iter_nodes(store, node, domain)) if store is not None else []
+    if domain is not None and store is not None:
+        _domain(store, domain)
+    machine = node
+    if found:
+        spec, rec = found[0]
+        if not is_local(spec, rec.site):
+            fail(f"node {node} runs on site {rec.site}: the pool keeps the console of local nodes only; "
+                 f"ask the site's console for machine {rec.provider_id or '(not launched)'}", 1)
+        machine = rec.provider_id or rec.node_id
+    driver = local_driver()
+    try:
+        path = driver.ex_console_path(machine)
+    except ValueError:
+        path = None
+    if path is None or not path.is_file():
+        if found:
+            fail(f"node {node} has no console log ({path}): it was never started on this machine, or it ended "
+                 "long ago and its directory was removed", 1)
+        names = [s.name for s in store.domains()] if store is not None else []
+        if node in names and store is not None:
+            ids = [n.node_id for n in store.nodes(node)]
+            listed = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+            fail(f"{node!r} is a domain, not a node; its nodes: {listed or 'none'} (`pool show {node}`)")
+        where = "" if store is not None else " (the pool's Redis is not running: only node directories were searched)"
+        fail(f"no node {node!r}{where}; `pool show DOMAIN` lists a domain's nodes"
+             + (f" (domains: {', '.join(names[:20])})" if names else ""))
+
+    def alive() -> bool:
+        return bool(driver.ex_describe([machine]).get(machine, {}).get("alive"))
+
+    try:
+        stream_console(path, tail=tail, follow=follow, alive=alive, echo=click.echo)
+    except KeyboardInterrupt:  # Ctrl-C ends --follow: not an error
+        return
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror or exc}", 1)
 
 
 def _add_workload_commands() -> None:

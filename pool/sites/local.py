@@ -248,6 +248,38 @@ class LocalNodeDriver(NodeDriver):
         nodes = [self._node(rec, groups) for rec in self._records()]
         return [n for n in nodes if ex_include_gone or n.state == NodeState.RUNNING]
 
+    def ex_console_path(self, node_id: str) -> Path:
+        """Where the machine's console (its boot script's and workload's stdout and stderr) is
+        written: ``{site directory}/{machine id}/console.log``; ``ValueError`` for a bad id."""
+        return self._dir(node_id) / "console.log"
+
+    def ex_describe(self, node_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """For people (``pool show``, ``pool logs``): each machine's process id (while it runs),
+        whether it runs, and its console log, by machine id. Machines without a directory here
+        (forgotten, never launched, not an id of this site) are left out. Signals nothing."""
+        out: dict[str, dict[str, Any]] = {}
+        groups: set[int] | None = None
+        for node_id in node_ids:
+            try:
+                directory = self._dir(node_id)
+            except ValueError:
+                continue
+            if not directory.is_dir():
+                continue
+            rec = self._load(node_id)
+            alive = False
+            if rec is not None:
+                if _start_ticks(int(rec["pid"])) == rec.get("start_ticks"):
+                    alive = True
+                else:  # the leader is gone: is anything of its group left? (one /proc scan for all)
+                    groups = _live_groups() if groups is None else groups
+                    alive = int(rec["pid"]) in groups
+            console = directory / "console.log"
+            out[node_id] = {"pid": int(rec["pid"]) if rec is not None and alive else None, "alive": alive,
+                            "console": str(console) if console.exists() else None,
+                            "created": rec.get("created") if rec is not None else None}
+        return out
+
     def _signal_group(self, node: Node, sig: int, *, leader_only: bool = False) -> bool:
         rec = self._load(str(node.id))
         if rec is None or not self._alive(rec):

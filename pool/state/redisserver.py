@@ -21,7 +21,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import quote
 
 import redis
@@ -166,6 +166,11 @@ class RedisServer:
             "--pidfile", str(pidfile),
             "--logfile", str(directory / "redis.log"),
         ]
+        logfile = directory / "redis.log"
+        try:
+            seen = logfile.stat().st_size  # what this start writes to the log comes after this
+        except OSError:
+            seen = 0
         old_umask = os.umask(0o077)  # the append-only file, the log and the pid file: private too
         try:
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30)
@@ -178,10 +183,15 @@ class RedisServer:
             if pidfile.exists() and ping(url, 0.5):
                 pid = int(pidfile.read_text().strip())
                 return cls(directory=directory, port=port, pid=pid, password=password)
+            refused = [line for line in _log_since(logfile, seen).splitlines()
+                       if "Could not create server TCP listening socket" in line]
+            if refused:  # it exited already: no use waiting
+                raise RedisUnavailable(f"redis-server could not listen on 127.0.0.1:{port}: "
+                                       f"{refused[0].rsplit(': ', 1)[-1].strip()}")
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
-        log = (directory / "redis.log").read_text()[-500:] if (directory / "redis.log").exists() else ""
-        raise RedisUnavailable(f"redis-server on 127.0.0.1:{port} did not answer within 15 s: {log}")
+        raise RedisUnavailable(f"redis-server on 127.0.0.1:{port} did not answer within 15 s: "
+                               f"{_log_since(logfile, seen)[-500:]}")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop by process id: SIGTERM, then SIGKILL if it does not exit in time."""
@@ -198,6 +208,16 @@ class RedisServer:
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
+
+
+def _log_since(path: Path, offset: int) -> str:
+    """What the server wrote to its log past ``offset`` (bounded), or nothing."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(65536).decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 @contextlib.contextmanager
@@ -259,26 +279,57 @@ def embedded_url() -> str | None:
     return url if ping(url) else None
 
 
-def ensure_embedded() -> str:
+def ensure_embedded(*, notify: Callable[[str], None] | None = None) -> str:
     """Start the embedded server unless it runs; return its URL.
 
     It starts on the port it had before (recorded at its first start), so every client that knew
-    the URL reconnects; only when something else took that port does it move, with a warning.
+    the URL reconnects. A server of ours still answering on that port (its ``server.json`` lost)
+    is taken back as it is. Only when another program holds the port does it move to a new free
+    port, recorded for the next start: ``notify`` (default: a log warning) gets one line saying so.
     """
     directory = _embedded_dir()
+    say = notify or log.warning
     with _locked(directory / ".lock"):
         url = embedded_url()
         if url:
             return url
-        port = _recorded_port()
+        password = embedded_password()
+        recorded = port = _recorded_port()
         if port is not None and not port_free(port):
-            log.warning("the embedded Redis's port %d is taken by another program: starting on a new port", port)
+            found = _adopt(directory, port, password)
+            if found is not None:
+                return found
             port = None
-        server = RedisServer.start(directory, port=port, password=embedded_password())
-        write_private(directory / "port", f"{server.port}\n")
-        write_private(directory / "server.json",
-                      json.dumps({"url": server.url, "port": server.port, "pid": server.pid}))
+        try:
+            server = RedisServer.start(directory, port=port, password=password)
+        except RedisUnavailable:
+            if port is None or port_free(port):
+                raise
+            port = None  # taken between the check and the bind: once more, on a new port
+            server = RedisServer.start(directory, port=None, password=password)
+        if recorded is not None and server.port != recorded:
+            say(f"the embedded Redis's port {recorded} is taken by another program: it now listens on "
+                f"127.0.0.1:{server.port} (recorded for the next start); producers need the new URL "
+                "(`pool env DOMAIN` prints it)")
+        _record_server(directory, server)
         return server.url
+
+
+def _record_server(directory: Path, server: "RedisServer") -> None:
+    write_private(directory / "port", f"{server.port}\n")
+    write_private(directory / "server.json",
+                  json.dumps({"url": server.url, "port": server.port, "pid": server.pid}))
+
+
+def _adopt(directory: Path, port: int, password: str) -> str | None:
+    """The URL of a server of ours already on ``port`` (answers our password, its pid file names a
+    redis-server of this user), recorded again; ``None`` when the port is someone else's."""
+    url = auth_url(port, password)
+    pid_text = _read(directory / "redis.pid")
+    if not ping(url) or pid_text is None or not pid_text.isdigit() or not _is_redis_server(int(pid_text)):
+        return None
+    _record_server(directory, RedisServer(directory=directory, port=port, pid=int(pid_text), password=password))
+    return url
 
 
 def stop_embedded() -> bool:
@@ -309,13 +360,14 @@ def _is_redis_server(pid: int) -> bool:
     return st.st_uid == os.getuid() and b"redis-server" in cmdline.split(b"\0", 1)[0]
 
 
-def resolve_url(*, start: bool = True) -> str:
-    """``REDIS_URL`` if set, else the embedded server (started when ``start``)."""
+def resolve_url(*, start: bool = True, notify: Callable[[str], None] | None = None) -> str:
+    """``REDIS_URL`` if set, else the embedded server (started when ``start``; ``notify`` as for
+    :func:`ensure_embedded`)."""
     url = os.environ.get("REDIS_URL")
     if url:
         return url
     if start:
-        return ensure_embedded()
+        return ensure_embedded(notify=notify)
     found = embedded_url()
     if not found:
         raise RedisUnavailable("the pool's Redis is not running: start it with 'pool up' or set REDIS_URL")
