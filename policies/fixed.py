@@ -24,4 +24,4 @@ class Fixed:
 
     def decide(self, view: DomainView, readings: Mapping[str, Reading], now: float) -> Decision:
         size = view.min_size if self.size is None else self.size
-        return Decision(size, f"fixed size {size}", {"size": size})
+        return Decision(size, f"fixed size {size}", {"size": size}, activation=False)  # not read from a queue

@@ -144,4 +144,5 @@ class Schedule:
             f"scheduled min {floor}, backlog {backlog:g} / {self.tasks_per_worker:g} per worker"
             f" = {demand} -> {target}",
             {"scheduled_min": floor, "backlog": backlog},
+            activation=demand >= target,  # a scheduled minimum above the demand is no queue reading
         )

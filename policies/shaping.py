@@ -27,7 +27,7 @@ def shape(
     if target != raw.target:
         steps.append(f"bounded to [{view.min_size}, {view.max_size}] -> {target}")
 
-    if view.actual == 0 and target > 0 and view.min_size == 0 and value is not None:
+    if raw.activation and view.actual == 0 and target > 0 and view.min_size == 0 and value is not None:
         if value <= scaling.activation:
             steps.append(f"value {value:g} <= activation {scaling.activation:g}: stay at 0")
             target = 0

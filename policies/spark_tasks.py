@@ -83,22 +83,23 @@ class SparkTasks:
         inputs = {"pending": pending, "running": running, "slots_per_worker": slots, "needed": needed}
         head = f"{pending:g} pending + {running:g} running tasks / {slots} slots per worker -> {needed}"
         waiting = int(detail.get("waiting_apps", 0))
+        for_new_apps = False  # the first workers of a new application are not gated by the task count
         if waiting and float(detail.get("waiting_app_age", math.inf)) <= self.initial_window:
             initial = waiting * self.initial_workers
             if initial > needed:
-                needed = initial
+                needed, for_new_apps = initial, True
                 head += f"; {waiting} new application(s) waiting for executors -> {needed}"
             inputs["needed"] = needed
         if needed <= view.actual or not self.exponential_ramp:
-            return Decision(needed, head, inputs, memory={"step": 1, "at": None})
+            return Decision(needed, head, inputs, memory={"step": 1, "at": None}, activation=not for_new_apps)
         step = max(1, int(view.memory.get("step", 1)))
         last = view.memory.get("at")
         if last is not None and now - float(last) < self.ramp_interval:
             target = min(needed, max(view.intended, view.actual))
             return Decision(target, f"{head}; ramp: next round in {self.ramp_interval - (now - float(last)):.1f}s",
-                            inputs, memory=dict(view.memory))
+                            inputs, memory=dict(view.memory), activation=not for_new_apps)
         add = min(step, needed - view.actual)
         target = view.actual + add
         nxt = step * 2 if add == step and target < needed else 1
         return Decision(target, f"{head}; ramp +{add} (next round +{nxt})", inputs,
-                        memory={"step": nxt, "at": now})
+                        memory={"step": nxt, "at": now}, activation=not for_new_apps)

@@ -91,11 +91,14 @@ def master(domain: str, ui: bool) -> None:
               help="print task progress from the driver's REST API")
 @click.option("--interval", default=2.0, show_default=True, type=float, callback=_interval,
               help="seconds between progress lines")
-@click.argument("script")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.argument("tokens", nargs=-1, required=True, type=click.UNPROCESSED, metavar="[SPARK-SUBMIT OPTIONS] SCRIPT [ARGS]")
 def submit(domain: str | None, confs: tuple[str, ...], log_level: str, progress: bool, interval: float,
-           script: str, args: tuple[str, ...]) -> None:
-    """Run SCRIPT with spark-submit on the domain's master (with its decommission defaults)."""
+           tokens: tuple[str, ...]) -> None:
+    """Run SCRIPT with spark-submit on the domain's master (with its decommission defaults).
+
+    spark-submit's own options (--executor-memory 512m, --name NAME, --py-files ...) may come before
+    SCRIPT; a job that no worker of the domain can ever run is refused with the reason."""
+    options, script, args = _split(tokens)
     name, data = _master_of(domain)
     host = str(data.get("host") or "127.0.0.1")
     try:
@@ -115,8 +118,9 @@ def submit(domain: str | None, confs: tuple[str, ...], log_level: str, progress:
         if not sep or not key:
             _fail(f"--conf {item!r}: expected KEY=VALUE, e.g. spark.executor.memory=512m")
         conf[key] = value
+    _check_fits(name, data, conf, options)
     try:
-        cmd = [spark_bin("spark-submit"), "--master", str(data["url"])]
+        cmd = [spark_bin("spark-submit"), "--master", str(data["url"]), *options]
         env = dict(os.environ, SPARK_HOME=str(spark_home()), SPARK_LOCAL_IP=host)
     except SparkNotInstalled as exc:
         _fail(str(exc))
@@ -146,6 +150,61 @@ def submit(domain: str | None, confs: tuple[str, ...], log_level: str, progress:
         watcher.join(interval + 5)
     click.echo(f"job {'finished' if code == 0 else f'failed (exit {code})'}", err=True)
     sys.exit(code)
+
+
+#: spark-submit options that take no value; every other option before SCRIPT takes the next word.
+_FLAGS = frozenset({"--verbose", "-v", "--supervise", "--help", "-h", "--version"})
+
+
+def _split(tokens: tuple[str, ...]) -> tuple[list[str], str, list[str]]:
+    """spark-submit's options, the script, and the script's own arguments."""
+    options: list[str] = []
+    i = 0
+    while i < len(tokens) and tokens[i].startswith("-"):
+        token = tokens[i]
+        if token == "--master":
+            _fail("--master: the domain's master is used (choose the domain with --domain)")
+        takes_value = token not in _FLAGS and "=" not in token
+        if takes_value and i + 1 >= len(tokens):
+            _fail(f"{token}: expected a value after it, then the script")
+        options += tokens[i:i + 2] if takes_value else [token]
+        i += 2 if takes_value else 1
+    if i >= len(tokens):
+        _fail("no script to submit: give SCRIPT after spark-submit's options, e.g. "
+              "`pool spark submit --executor-memory 512m job.py`")
+    return options, tokens[i], list(tokens[i + 1:])
+
+
+def _mebibytes(text: str) -> float | None:
+    """A JVM memory string (512m, 2g; MiB without a unit) in MiB; None if it is not one."""
+    text = text.strip().lower().removesuffix("b")
+    units = {"k": 1 / 1024, "m": 1.0, "g": 1024.0, "t": 1024.0 ** 2}
+    number, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1.0)
+    try:
+        return float(number) * unit
+    except ValueError:
+        return None
+
+
+def _check_fits(name: str, data: dict[str, Any], conf: dict[str, str], options: list[str]) -> None:
+    """Refuse a job that no worker of the domain can ever run (it would wait forever), saying why."""
+    if data.get("max") == 0:
+        _fail(f"domain {name} has max: 0, so no worker will ever run this job; apply it with max >= 1")
+    asked = dict(conf)
+    for flag, key in (("--executor-memory", "spark.executor.memory"), ("--executor-cores", "spark.executor.cores")):
+        if flag in options:
+            asked[key] = options[options.index(flag) + 1]
+        asked.update({k: v for k, _, v in (o.partition("=") for o in options) if k == flag})
+    offer = str(data.get("worker_memory") or "")
+    want, have = _mebibytes(asked.get("spark.executor.memory", "1g")), _mebibytes(offer)
+    if want is not None and have is not None and want > have:
+        _fail(f"executor memory {asked.get('spark.executor.memory', '1g')} is more than a worker of {name} offers "
+              f"({offer}: its spark.worker_memory), so no executor would ever start; ask for at most {offer} "
+              "(--executor-memory) or raise the domain's spark.worker_memory")
+    cores, offered = asked.get("spark.executor.cores", "1"), data.get("worker_cores")
+    if isinstance(offered, int) and cores.isdigit() and int(cores) > offered:
+        _fail(f"executor cores {cores} are more than a worker of {name} offers ({offered}: its "
+              "spark.worker_cores); ask for at most that many (--executor-cores)")
 
 
 def _progress(driver_ui: str, stop: threading.Event, interval: float) -> None:

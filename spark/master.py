@@ -315,7 +315,7 @@ class SparkMasterService:
     def _record(self, spec: DomainSpec, data: dict[str, Any]) -> None:
         sp = spark_spec(spec)
         full = {**data, "domain": spec.name, "submit_conf": submit_conf(sp),
-                "worker_memory": sp.worker_memory, "worker_cores": sp.worker_cores}
+                "worker_memory": sp.worker_memory, "worker_cores": sp.worker_cores, "max": spec.max}
         if read_master(spec.name) != full:
             _write_master(spec.name, full)
 

@@ -51,7 +51,9 @@ class Spark:
         return {}  # the spark sensor takes the master's web UI from the master service
 
     def check(self, spec: DomainSpec) -> None:
-        return None
+        if spec.max == 0:
+            raise ValueError("max: 0 would keep a Spark master with no worker to run its jobs (they would wait "
+                             "forever); give max >= 1, or `pool delete` the domain")
 
     def services(self) -> list[DomainService]:
         from spark.master import SparkMasterService

@@ -80,7 +80,13 @@ def test_scale_in_keeps_the_busy_worker(running_manager: RunningManager, demo_ap
     rm.store.set_override("keep", None)  # back to queue_depth: backlog 1 -> 1 worker
     rm.wait(lambda: [n.node_id for n in rm.live("keep")] == [busy], 10, "the idle worker to be chosen")
     states = {n.node_id: n.state for n in rm.store.nodes("keep")}
-    assert states[busy] == S.JOINED and states[idle] in (S.TERMINATING, S.TERMINATED)
+    assert states[busy] == S.JOINED and states[idle] in (S.DRAINING, S.TERMINATING, S.TERMINATED)
+    # the idle one leaves by handshake: it reports drained, then its machine ends (no kill)
+    rm.wait(lambda: {n.node_id: n.state for n in rm.store.nodes("keep")}.get(idle) in (S.TERMINATED, None), 30,
+            "the idle worker to drain and end")
+    ended = next((n for n in rm.store.nodes("keep") if n.node_id == idle), None)
+    if ended is not None:
+        assert any(detail == "drained: holds no work" for _, _, detail in ended.history), ended.history
     rm.wait(lambda: done_counts(demo_app_env) == {0: 1}, 20, "the long task to finish on the busy worker")
 
 

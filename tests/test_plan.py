@@ -113,7 +113,8 @@ def test_scale_in_never_picks_busy_while_idle_exists() -> None:
     # backlog 1: target 1, so three must go, but only the two idle ones may: d (idle longest), then b
     plan = plan_domain(observe(nodes, hbs, 1, now), load_policy("queue_depth", {}), new_ids=ids([0]))
     moved = {r.node_id: r.state for r in plan.changed}
-    assert moved == {"d": S.TERMINATING, "b": S.TERMINATING}
+    assert moved == {"d": S.DRAINING, "b": S.DRAINING}  # idle ones too: removed by handshake
+    assert not plan.terminations  # nothing is terminated before it says it is drained
     assert choose_victims(nodes, hbs, 2, now=now) == [nodes[3], nodes[1]]
 
 
@@ -124,8 +125,10 @@ def test_busy_workers_drain_when_no_idle_remains() -> None:
     plan = plan_domain(observe(nodes, hbs, 2, 100.0, sp=sp), load_policy("queue_depth", {"tasks_per_worker": 10}),
                        new_ids=ids([0]))
     drained = [r for r in plan.changed if r.state == S.DRAINING]
-    assert len(drained) == 1 and drained[0].drain_deadline == 200.0
-    assert plan.terminations[0].grace == 100.0  # warm shutdown: SIGKILL only after the drain deadline
+    assert len(drained) == 1 and drained[0].drain_deadline == 200.0 and drained[0].drain_sent
+    assert not plan.terminations  # asked through its record; no signal, no kill timer
+    assert ("drain", {"node": drained[0].node_id, "deadline": 200.0,
+                      "why": "scale-in: drain busy (1 running) joined worker (deadline 100s)"}) in plan.events
 
 
 def test_unjoined_nodes_go_before_idle_ones() -> None:
@@ -233,7 +236,7 @@ def test_preemption_notice_replaces_at_once_and_drains_once_the_replacement_join
     hbs["a"] = Heartbeat(time=119.9, ready=True, active=1, preempt_notice=99.5)
     done = plan_domain(observe([noticed, booted], hbs, 1, 120.0, state=DomainState(intended=1)),
                        load_policy("queue_depth", {}), new_ids=ids([9]))
-    assert [(t.node_id, t.grace) for t in done.terminations] == [("a", 80.0)]
+    assert not done.terminations  # asked to drain through its record: the agent reads it
     assert [r.drain_sent for r in done.changed if r.node_id == "a"] == [True]
 
 
@@ -370,3 +373,77 @@ def test_a_machine_that_shows_up_for_a_withdrawn_record_is_ended() -> None:
     plan = plan_domain(Observation(**{**obs.__dict__, "site_nodes": listing}), load_policy("queue_depth", {}),
                        new_ids=ids([0]))
     assert [(t.node_id, t.provider_id) for t in plan.terminations] == [("w", "i-late")]
+
+
+# -- scale-in by handshake -----------------------------------------------------------------------
+
+def _draining(node_id: str, *, deadline: float) -> NodeRecord:
+    rec = joined(node_id)
+    rec.set_state(S.DRAINING, 100.0, "scale-in")
+    rec.drain_deadline, rec.drain_sent = deadline, True
+    return rec
+
+
+def test_a_draining_worker_is_terminated_only_once_it_reports_drained() -> None:
+    rec = _draining("a", deadline=700.0)
+    busy = {"a": Heartbeat(time=199.0, ready=True, active=1, draining=True)}
+    plan = plan_domain(observe([rec], busy, 0, 200.0), load_policy("queue_depth", {}), new_ids=ids([0]))
+    assert not plan.terminations and not plan.changed  # still holds work: left alone
+    done = {"a": Heartbeat(time=299.0, ready=True, active=0, draining=True, workload_alive=False, drained=True)}
+    plan = plan_domain(observe([rec], done, 0, 300.0), load_policy("queue_depth", {}), new_ids=ids([0]))
+    assert [(r.node_id, r.state) for r in plan.changed] == [("a", S.TERMINATING)]
+    assert plan.changed[0].history[-1][2] == "drained: holds no work"
+    assert [t.node_id for t in plan.terminations] == ["a"]
+
+
+def test_the_drain_deadline_is_the_only_path_to_a_kill_and_it_is_recorded() -> None:
+    rec = _draining("a", deadline=700.0)
+    busy = {"a": Heartbeat(time=700.5, ready=True, active=1, draining=True)}
+    plan = plan_domain(observe([rec], busy, 0, 701.0), load_policy("queue_depth", {}), new_ids=ids([0]))
+    assert [(t.node_id, t.grace) for t in plan.terminations] == [("a", 0.0)]
+    assert ("drain_deadline", {"node": "a", "active": 1, "drain": 100.0}) in plan.events  # the test spec: drain 100 s
+
+
+def test_a_started_worker_whose_agent_spoke_drains_too() -> None:
+    rec = NodeRecord.new(node_id="s", domain="d", launch_id="L", site="local", deployable_type="celery-worker",
+                         now=90.0)
+    rec.set_state(S.PENDING, 90.0)
+    rec.set_state(S.STARTED, 95.0)
+    hbs = {"s": Heartbeat(time=99.0, ready=False, active=0)}
+    plan = plan_domain(observe([rec], hbs, 0, 100.0, sp=spec(scaling={"stabilization": 0})),
+                       load_policy("queue_depth", {}), new_ids=ids([0]))
+    assert [(r.node_id, r.state, r.drain_sent) for r in plan.changed] == [("s", S.DRAINING, True)]
+    assert not plan.terminations
+
+
+def test_boot_failures_back_off_to_one_probe_at_a_time() -> None:
+    from pool.control.backoff import BOOT_BACKOFF_BASE
+
+    def crashed(node_id: str) -> NodeRecord:
+        rec = NodeRecord.new(node_id=node_id, domain="d", launch_id=node_id, site="local",
+                             deployable_type="celery-worker", now=90.0)
+        rec.set_state(S.PENDING, 90.0)
+        rec.set_state(S.STARTED, 91.0)
+        return rec
+
+    nodes = [crashed(n) for n in ("a", "b")]
+    hbs = {n.node_id: Heartbeat(time=99.0, workload_alive=False) for n in nodes}
+    sp = spec(scaling={"stabilization": 0})
+    plan = plan_domain(observe(nodes, hbs, 5, 100.0, sp=sp), load_policy("queue_depth", {}), new_ids=ids([0]))
+    assert {r.state for r in plan.changed} == {S.FAILED}
+    assert plan.state.boot_failures == 2 and plan.state.boot_error.startswith("boot failure")
+    assert not plan.launches  # degraded: no launch right away
+    assert [d["failures"] for k, d in plan.events if k == "boot_failure"] == [1, 2]
+    later = plan_domain(observe(list(plan.changed), {}, 5, 100.0 + 2 * BOOT_BACKOFF_BASE + 0.1, sp=sp,
+                                state=plan.state), load_policy("queue_depth", {}), new_ids=ids([0]))
+    assert len(later.launches) == 1  # one probe once the wait passed, although the backlog wants 5
+    probe = later.launches[0]
+    probe.set_state(S.PENDING, 111.0)
+    still = plan_domain(observe([*later.changed, probe], {}, 5, 140.0, sp=sp, state=later.state),
+                        load_policy("queue_depth", {}), new_ids=ids([0]))
+    assert not still.fresh  # the probe boots: nothing more
+    probe.set_state(S.STARTED, 141.0)
+    ok = {probe.node_id: Heartbeat(time=142.0, ready=True)}
+    healed = plan_domain(observe([probe], ok, 5, 142.5, sp=sp, state=still.state), load_policy("queue_depth", {}),
+                         new_ids=ids([0]))
+    assert healed.state.boot_failures == 0 and len(healed.fresh) == 4  # it joined: full speed again

@@ -65,6 +65,20 @@ def test_activation_threshold_only_gates_zero_to_one() -> None:
     assert shaped(2, v=view(1), scaling=s, value=3) == 2  # already running: activation does not apply
 
 
+def test_activation_gates_only_a_target_read_from_the_queue() -> None:
+    """`activation: 0` (the recommended value) on an empty queue: a fixed size, a scheduled minimum and
+    a new Spark application's first worker are not queue readings, so they still launch."""
+    gate = ScalingSpec(activation=0)
+    fixed = load_policy("fixed", {"size": 2}).decide(view(0), depth(0), 0)
+    assert shape(fixed, view=view(0), scaling=gate, value=0, recent=[], now=0).target == 2
+    queue = load_policy("queue_depth", {}).decide(view(0), depth(0), 0)
+    assert shape(queue, view=view(0), scaling=ScalingSpec(activation=3), value=2, recent=[], now=0).target == 0
+    app = Reading("spark", 0.0, 0.0, detail={"pending": 0, "running": 0, "waiting_apps": 1, "waiting_app_age": 1})
+    first = load_policy("spark_tasks", {}).decide(view(0), {"spark": app}, 0.0)
+    assert first.target == 1 and not first.activation
+    assert shape(first, view=view(0), scaling=gate, value=0, recent=[], now=0).target == 1
+
+
 def test_scale_up_limit_and_in_flight() -> None:
     assert shaped(10, v=view(2), scaling=ScalingSpec(scale_up_limit=3)) == 5
     assert shaped(10, v=view(4, booting=3), scaling=ScalingSpec(max_in_flight=4)) == 5

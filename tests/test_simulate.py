@@ -292,7 +292,10 @@ def test_a_drained_worker_finishes_its_task_and_a_killed_one_returns_it(test_pol
     result = drained.run()
     assert result["completed"] == 1 and result["requeued"] == 0  # the first task ran to its end
     (machine,) = drained.driver.machines.values()
-    assert machine.end_reason == "shut down" and machine.ended == pytest.approx(drained.end[0])
+    # the handshake: it reported drained when its task ended; the next tick ended its machine
+    assert machine.end_reason == "shut down" and 0 <= machine.ended - drained.end[0] <= drained.tick_interval
+    (rec,) = drained.store.nodes("sim")
+    assert "drained: holds no work" in [detail for _, _, detail in rec.history]
     assert list(drained.ready) == [1]  # nobody left to run the second
 
     killed = Simulation(tasks, parse_policy("test_step:size=1,until=20"), profile="local",
@@ -301,7 +304,8 @@ def test_a_drained_worker_finishes_its_task_and_a_killed_one_returns_it(test_pol
     result = killed.run()
     assert result["completed"] == 0 and result["requeued"] == 1
     (machine,) = killed.driver.machines.values()
-    assert machine.end_reason.startswith("killed")
+    assert machine.end_reason == "terminated without grace"  # the drain deadline: the only path to a kill
+    assert killed.events["drain_deadline"] == 1  # and it is said
     assert list(killed.ready) == [0, 1]  # the killed task went back to the front
     assert killed.attempts[0] == 1 and math.isnan(killed.end[0])
 

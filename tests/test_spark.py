@@ -224,7 +224,9 @@ def test_scale_in_decommissions_a_busy_worker(spark_pool: SparkPool, tmp_path: P
     assert int(result["result"]) == expected_result(items)
     assert seen_decommissioned, "the master never showed the worker DECOMMISSIONED"
     steps = history(spark_pool, name, drained)
-    assert [h[0] for h in steps][-2:] == ["DRAINING", "TERMINATED"]
+    # the handshake: asked to drain, reported drained once its executors were gone, then ended
+    assert [h[0] for h in steps][-3:] == ["DRAINING", "TERMINATING", "TERMINATED"], steps
+    assert steps[-2][2] == "drained: holds no work", steps
     assert not any("deadline passed" in h[2] for h in steps), steps
     console = Path(spark_pool.driver.root / drained / "console.log").read_text()
     assert "decommissioned (" in console and "drain timeout" not in console

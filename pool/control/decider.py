@@ -4,7 +4,8 @@ match it.
 :func:`view_of` freezes the domain for the policy; :func:`decide` takes the operator's override,
 the sensor fallback or the policy's decision, shaped (min/max, activation, scale-up limits,
 stabilization); :func:`scale` places launches across the sites or chooses scale-in victims
-(requested first, then booting, then idle longest; a busy worker is drained, never killed);
+(requested first, then booting, then idle longest; a worker whose agent runs is removed by the
+drain handshake, never killed before its drain deadline);
 :func:`record` freezes the plan with its decision event. Pure: imports ``policies`` and ``pool.core``.
 """
 
@@ -16,6 +17,7 @@ from typing import AbstractSet, Callable, Iterable, Mapping
 from policies import Policy, primary
 from policies.placement import SiteSlot, overprovision, place, site_preference_for_victims
 from policies.shaping import shape
+from pool.control.backoff import launches_allowed
 from pool.control.draft import Draft, Event, Observation, Plan, S
 from pool.core.model import LIVE_STATES, UNJOINED_STATES, Decision, DomainState, DomainView, Heartbeat, NodeRecord
 from sensors import error_text
@@ -131,6 +133,8 @@ def scale(d: Draft, decision: Decision, state: DomainState, live: list[NodeRecor
     live, slots = _withdraw_stuck(d, live, slots)
     launches = [n.copy() for n in live if n.state == S.REQUESTED]  # not yet accepted
     delta, live = _delta(d, decision.target, state, live, joined)
+    if delta > 0:  # workers that keep failing before they join: one probe at a time, after a wait
+        delta = launches_allowed(state, delta, booting=sum(1 for n in live if n.state in UNJOINED_STATES), now=d.now)
     if delta > 0:
         if _launch(d, delta, slots, decision, launches, fresh, new_ids):
             state.last_scale_up = d.now
@@ -215,8 +219,10 @@ def _launch(d: Draft, count: int, slots: list[SiteSlot], decision: Decision, lau
 
 def _scale_in(d: Draft, count: int, live: list[NodeRecord], slots: list[SiteSlot],
               launches: list[NodeRecord]) -> None:
-    """Remove ``count`` workers: launch requests never made are withdrawn; a busy worker is drained
-    (warm shutdown until the drain deadline), never killed; the rest are terminated."""
+    """Remove ``count`` workers: launch requests never made are withdrawn; machines whose agent has not
+    spoken yet hold no work and are terminated; every other worker is removed by handshake: asked
+    to drain through its record, terminated once it reports drained (the doctor), killed only at
+    its drain deadline. Busy or idle comes from the worker itself, so even an idle-looking one drains."""
     spec, now, t = d.obs.spec, d.now, d.obs.spec.timeouts
     order = site_preference_for_victims(slots, strategy=spec.placement)
     for rec in choose_victims(live, d.obs.heartbeats, count, now=now, idle_timeout=spec.scaling.idle_timeout,
@@ -226,9 +232,10 @@ def _scale_in(d: Draft, count: int, live: list[NodeRecord], slots: list[SiteSlot
             launches.remove(rec)
         if rec.state is S.REQUESTED and rec.provider_id is None:  # never reached a site: no call
             d.move(rec, S.TERMINATED, "scale-in: withdrawn before launch")
-        elif rec.state == S.JOINED and hb is not None and hb.active > 0:
-            d.kill(rec, S.DRAINING, f"scale-in: drain busy worker (deadline {t.drain:g}s)", grace=t.drain,
-                   drain_deadline=now + t.drain)
+        elif rec.state is S.JOINED or (rec.state is S.STARTED and hb is not None):
+            busy = f"busy ({hb.active} running)" if hb is not None and hb.active > 0 else "idle"
+            d.drain(rec, f"scale-in: drain {busy} {rec.state.value.lower()} worker (deadline {t.drain:g}s)",
+                    deadline=now + t.drain)
         else:
             d.kill(rec, S.TERMINATING, f"scale-in: {rec.state.value.lower()} worker", grace=t.terminate_grace)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import AbstractSet
 
 from pool.control.draft import (
+    BOOT_FAILURE,
     END_RETRIES,
     END_RETRY_CAP,
     ENDING_STATES,
@@ -25,7 +26,7 @@ from pool.control.draft import (
     Termination,
 )
 from pool.core.keys import TAG_DOMAIN
-from pool.core.model import NodeRecord
+from pool.core.model import Heartbeat, NodeRecord
 from pool.sites.provisioner import SiteNode
 
 
@@ -137,6 +138,9 @@ def _by_heartbeat(d: Draft, rec: NodeRecord, judged: bool, listed: SiteNode | No
             if rec.state != S.DRAINING:
                 d.lost.append((rec.node_id, hb.time if hb is not None else rec.since))
             return
+        if hb is not None and not hb.workload_alive and rec.state == S.STARTED:
+            d.kill(rec, S.FAILED, f"{BOOT_FAILURE}: the workload exited before joining (`pool logs {rec.node_id}`)")
+            return
         if hb is not None and not hb.workload_alive and rec.state != S.DRAINING:
             d.kill(rec, S.UNHEALTHY, "workload process died")
             d.lost.append((rec.node_id, hb.time))
@@ -148,10 +152,21 @@ def _by_heartbeat(d: Draft, rec: NodeRecord, judged: bool, listed: SiteNode | No
         # until its replacement joins (or half its drain window passed), then drains
         d.move(rec, S.DRAINING, "preemption notice: replaced; serving until the replacement joins",
                drain_deadline=now + t.drain)
-    elif rec.state == S.DRAINING and rec.drain_deadline is not None and now > rec.drain_deadline:
-        d.kill(rec, S.TERMINATING, "drain deadline passed")
+    elif rec.state == S.DRAINING:
+        _drain_ends(d, rec, hb)
     elif rec.state in ENDING_STATES:
         _end_again(d, rec, listed if judged and listed is not None and listed.alive else None)
+
+def _drain_ends(d: Draft, rec: NodeRecord, hb: Heartbeat | None) -> None:
+    """The end of the scale-in handshake: a draining worker that reported drained (it holds no work)
+    is terminated; one still holding work at its drain deadline is killed, and that is said."""
+    t = d.obs.spec.timeouts
+    if rec.drain_sent and hb is not None and hb.drained:
+        d.kill(rec, S.TERMINATING, "drained: holds no work", grace=t.terminate_grace)
+    elif rec.drain_deadline is not None and d.now > rec.drain_deadline:
+        active = hb.active if hb is not None else None
+        d.kill(rec, S.TERMINATING, f"drain deadline passed ({t.drain:g}s): killed while holding work")
+        d.events.append(("drain_deadline", {"node": rec.node_id, "active": active, "drain": t.drain}))
 
 def _end_again(d: Draft, rec: NodeRecord, alive: SiteNode | None) -> None:
     """A record being ended whose machine the site lists alive (``alive``), or that no listing judges
@@ -191,11 +206,10 @@ def drain_preempted(d: Draft) -> None:
         half = rec.since + (t.drain / 2)
         if joined_now >= d.obs.state.intended or now >= half:
             twin = d.twin(rec)
-            twin.drain_sent = True
-            remaining = max(0.0, (twin.drain_deadline or now) - now)
-            d.terminations.append(Termination(twin.node_id, remaining, "preempted node: replacement joined, drain"))
-            d.events.append(("drain", {"node": twin.node_id, "why": "replacement joined" if now < half
-                                       else "half the drain window passed"}))
+            twin.drain_sent = True  # the agent reads it: the drain handshake, as for scale-in
+            d.events.append(("drain", {"node": twin.node_id, "why": "preempted: replacement joined" if now < half
+                                       else "preempted: half the drain window passed",
+                                       "deadline": round(twin.drain_deadline or now, 3)}))
 
 def find_zombies(d: Draft) -> None:
     """Machines tagged as this domain's that no record knows (launched by a deposed leader, say)

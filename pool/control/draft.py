@@ -40,6 +40,11 @@ RETRY_NOTE = "terminate retry"
 #: How a record that ended without a machine starts its last history entry.
 RETIRED = "retired"
 
+#: How the doctor's detail starts when a node's workload exited before it joined (a crash on boot:
+#: a typo in the app, a missing module): consecutive ones back the domain's launches off
+#: (pool.control.backoff). A machine that never boots is no such failure: it is replaced at once.
+BOOT_FAILURE = "boot failure"
+
 @dataclass(frozen=True)
 class Observation:
     """Everything one tick knows about one domain, read before anything is decided."""
@@ -136,6 +141,14 @@ class Draft:
         twin = self.move(rec, new, detail, drain_deadline=drain_deadline)
         twin.drain_sent = True
         self.terminations.append(Termination(twin.node_id, grace, detail))
+        return twin
+
+    def drain(self, rec: NodeRecord, detail: str, *, deadline: float) -> NodeRecord:
+        """Ask a worker to drain, through its record (the agent reads it): DRAINING with the drain
+        sent and its deadline; no terminate until it reports drained or the deadline passes."""
+        twin = self.move(rec, NodeState.DRAINING, detail, drain_deadline=deadline)
+        twin.drain_sent = True
+        self.events.append(("drain", {"node": twin.node_id, "why": detail, "deadline": round(deadline, 3)}))
         return twin
 
     def note(self, rec: NodeRecord, detail: str) -> NodeRecord:

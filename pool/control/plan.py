@@ -5,6 +5,7 @@ generator), so the same code runs in the live manager, in unit tests and in the 
 :func:`plan_domain` runs the named steps in order on a :class:`~pool.control.draft.Draft`:
 
 1. :func:`pool.control.doctor.doctor`: every record's lifecycle from heartbeats and the listing;
+   :func:`pool.control.backoff.note_boot_failures` counts the nodes that failed before joining;
 2. :func:`pool.control.decider.view_of`: the frozen view a policy sees;
 3. :func:`pool.control.decider.decide`: override, sensor fallback or the policy, shaped;
 4. :func:`pool.control.decider.scale`: placement, launches with fresh ids, scale-in victims;
@@ -17,6 +18,7 @@ from dataclasses import replace
 from typing import AbstractSet, Callable
 
 from policies import Policy
+from pool.control.backoff import note_boot_failures
 from pool.control.decider import choose_victims, decide, record, scale, view_of
 from pool.control.doctor import doctor
 from pool.control.draft import (
@@ -53,6 +55,7 @@ def plan_domain(
     draft = Draft(obs=obs, nodes={n.node_id: n for n in obs.nodes})
     doctor(draft, roles)
     state = replace(obs.state, recent=list(obs.state.recent))
+    note_boot_failures(draft, state)
     view, live = view_of(draft, state)
     decider = "decider" in roles
     decision, errors, value = decide(obs, policy, view, state, decider=decider, policy_error=policy_error)

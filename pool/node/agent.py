@@ -1,7 +1,17 @@
-"""The agent on every worker: heartbeats to the store and supervises the workload process."""
+"""The agent on every worker: heartbeats to the store and supervises the workload process.
+
+Scale-in is a handshake through the store, never a signal: when its node record says DRAINING (and
+the drain was sent), the agent stops the workload taking work (Celery's warm shutdown, Spark's
+decommission), waits for what it holds, and reports ``drained``; the manager ends the machine only
+then, or at the drain deadline. A workload that dies before it joined is reported with the last
+lines it wrote (a boot failure the manager backs off from).
+
+Imports ``pool.core``, ``pool.state`` and ``pool.workloads``.
+"""
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import subprocess
@@ -10,16 +20,21 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import FrameType
+from typing import IO
 
+from pool.core.model import NodeState, clean_text
 from pool.state.store import Store
 from pool.workloads.base import from_import_path, load_workload
 
+#: Lines of the workload's output the agent keeps for a boot failure's report.
+LAST_LINES = 20
+
 
 class Agent:
-    """Starts the workload, heartbeats every interval, warm-shuts the workload down on SIGTERM.
+    """Starts the workload, heartbeats every interval, drains it when the store asks (or on SIGTERM).
 
-    Heartbeat fields: ``time``, ``workload_alive`` and ``draining`` (written here), ``ready``,
-    ``active`` and ``idle_since`` (written by the workload's task signals, or returned by
+    Heartbeat fields: ``time``, ``workload_alive``, ``draining`` and ``drained`` (written here),
+    ``ready``, ``active`` and ``idle_since`` (written by the workload's task signals, or returned by
     ``probe`` every interval for a workload that is watched from outside, like a Spark worker).
     ``drain`` replaces the plain SIGTERM of a warm shutdown when the workload has its own.
     """
@@ -40,6 +55,9 @@ class Agent:
         self.stopping = threading.Event()
         self.proc: subprocess.Popen[bytes] | None = None
         self.draining = False
+        self.asked = False  # the drain was asked through the store (not by a signal)
+        self.last_lines: collections.deque[str] = collections.deque(maxlen=LAST_LINES)
+        self.output = threading.Thread()  # copies the workload's output (started with it)
 
     def _beat(self, **fields: object) -> None:
         try:
@@ -58,19 +76,52 @@ class Agent:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         signal.signal(signal.SIGUSR1, self._on_notice)
-        self._beat(workload_alive=True, agent_pid=os.getpid(), ready=False, active=0)
-        self.proc = subprocess.Popen(self.command, env=self.env)
+        self._beat(workload_alive=True, agent_pid=os.getpid(), ready=False, active=0, drained=False)
+        self.proc = self._start()
+        code = self._serve()
+        self._drain()
+        self._beat(workload_alive=False, draining=True, drained=True, active=0)
+        while self.asked and not self.stopping.wait(self.interval):  # the manager ends the machine
+            self._beat()
+        return code
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        """The workload, its output copied to the console and its last lines kept."""
+        proc = subprocess.Popen(self.command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert proc.stdout is not None
+        self.output = threading.Thread(target=self._copy, args=(proc.stdout,), daemon=True, name="workload-output")
+        self.output.start()
+        return proc
+
+    def _copy(self, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            sys.stdout.buffer.write(raw)
+            sys.stdout.flush()
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self.last_lines.append(line)
+
+    def _serve(self) -> int:
+        """Beat every interval until a signal or the store asks for a drain; the workload's exit code."""
+        assert self.proc is not None
         code = 0
-        while True:
-            if self.stopping.wait(self.interval):
-                break
+        reported = False
+        while not self.stopping.wait(self.interval):
             alive = self.proc.poll() is None
-            self._beat(workload_alive=alive, **(self._probe() if alive else {}))
-            if not alive:
+            if not alive and not reported:  # said before the beat that makes the manager end the machine
+                reported = True
                 code = self.proc.returncode or 1
-                print(f"agent {self.node_id}: workload exited with {self.proc.returncode}",
-                      file=sys.stderr, flush=True)
-        # warm shutdown: the workload finishes what it runs, unacked work returns to the queue
+                self._report_exit(self.proc.returncode)
+            self._beat(workload_alive=alive, **(self._probe() if alive else {}))
+            if self._drain_requested():
+                self.asked = True
+                break
+        return code
+
+    def _drain(self) -> None:
+        """Warm shutdown: the workload takes no more work and finishes what it holds; unacked work
+        returns to the queue. Beats ``draining`` until the workload has exited."""
+        assert self.proc is not None
         self._beat(draining=True, workload_alive=self.proc.poll() is None)
         if self.drain is not None:
             self.drain(self.proc, self._beat)
@@ -81,8 +132,25 @@ class Agent:
                 self.proc.wait(timeout=self.interval)
             except subprocess.TimeoutExpired:
                 self._beat(draining=True)
-        self._beat(workload_alive=False, draining=True)
-        return code
+
+    def _drain_requested(self) -> bool:
+        """Whether the manager asked this node to drain: its record is DRAINING with the drain sent."""
+        try:
+            rec = self.store.node(self.domain, self.node_id)
+        except Exception:  # noqa: BLE001  (the store may be restarting: asked again next beat)
+            return False
+        return rec is not None and rec.state is NodeState.DRAINING and rec.drain_sent
+
+    def _report_exit(self, returncode: int | None) -> None:
+        """The workload ended on its own: said on the console, and as an event with its last lines."""
+        print(f"agent {self.node_id}: workload exited with {returncode}", file=sys.stderr, flush=True)
+        self.output.join(2.0)  # its output ends with it: the last lines are all read
+        lines = [clean_text(line, 300) for line in list(self.last_lines)[-LAST_LINES:]]
+        try:
+            self.store.record(self.domain, "workload_exit", time.time(), node=self.node_id, code=returncode,
+                              last_lines=lines)
+        except Exception as exc:  # noqa: BLE001
+            print(f"agent {self.node_id}: cannot report the exit: {exc}", file=sys.stderr, flush=True)
 
     def _probe(self) -> Mapping[str, object]:
         if self.probe is None:

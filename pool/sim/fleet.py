@@ -23,6 +23,10 @@ NODE_TAG = TAG_NODE
 class Fleet:
     """Drives a real :class:`Manager` (and its provisioner) on a simulated clock over ``sim`` sites.
 
+    The manager has no provisioner worker threads (``workers=0``): each tick queues its launches and
+    terminations on the in-memory store's work queue and its actuator carries them out at once, at
+    the simulated ``now`` (launches batched; items a paced site holds are retried in a later tick).
+
     Machines that finish booting heartbeat ``ready`` every heartbeat interval (a worker with
     nothing to do); machines asked to stop end at once. There is no queue: the domain's policy
     gives the size (e.g. ``fixed``), which is what time-to-scale and failure-mix runs need.
@@ -102,6 +106,7 @@ class Fleet:
             heapq.heappush(beats, (t + interval, node_id))
         self.manager.tick(t)
         self.ticks += 1
+        self._drain_requests(t)
         for name, driver in self.sites.items():
             for request in driver.ex_shutdown_requests():
                 driver.ex_shutdown_complete(request.node, t)
@@ -115,6 +120,19 @@ class Fleet:
                 node_id = (node.extra.get("tags") or {}).get(NODE_TAG, node.name)
                 self.booted.pop(node_id, None)
         self.now = t + self.tick_interval
+
+    def _drain_requests(self, t: float) -> None:
+        """The agents' side of the scale-in handshake: a booted machine has nothing to finish, so one
+        whose record the tick marked DRAINING (drain sent) reports drained at once."""
+        plan = self.manager.last_plans.get(self.spec.name)
+        for kind, data in plan.events if plan is not None else ():
+            node_id = str(data.get("node")) if kind == "drain" else ""
+            if node_id not in self.booted:
+                continue
+            rec = self.store.node(self.spec.name, node_id)
+            if rec is not None and rec.state is S.DRAINING and rec.drain_sent:
+                self.store.beat(self.spec.name, node_id, time=t, draining=True, drained=True, active=0,
+                                workload_alive=False)
 
     def joined(self) -> int:
         """Workers JOINED at the last tick, from the manager's own view (cheap at 10,000 nodes)."""

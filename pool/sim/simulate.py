@@ -21,7 +21,7 @@ from libcloud.compute.base import Node
 from policies import registry as policy_registry
 from pool.control.manager import Manager
 from pool.core.keys import TAG_NODE
-from pool.core.model import DomainSpec, PluginParamError, SpecError, UnknownPlugin, parse_domain_spec
+from pool.core.model import DomainSpec, NodeState, PluginParamError, SpecError, UnknownPlugin, parse_domain_spec
 from pool.sim.traces import Task
 from pool.sites.provisioner import Provisioner
 from pool.sites.sim import ShutdownRequest, SimCloudProfile, SimNodeDriver, parse_profile
@@ -145,6 +145,8 @@ class _Worker:
     last_beat: float
     stopping: bool = False
     gone: bool = False
+    asked: bool = False  # asked to drain through its record (the handshake), not by the site
+    drained: bool = False  # reported drained: holds no work, waits for its machine to end
 
 
 _queue_names = itertools.count(1)
@@ -197,6 +199,7 @@ class Simulation:
         self.ready: deque[int] = deque()
         self.free: deque[_Worker] = deque()  # one entry per free slot, oldest first
         self.workers: dict[str, _Worker] = {}  # machine id -> booted, not yet ended
+        self.by_node: dict[str, _Worker] = {}  # node id -> the same workers
         self.completions: list[tuple[float, int, int, int, _Worker]] = []
         self._seq = itertools.count()
         self.running = 0
@@ -231,6 +234,7 @@ class Simulation:
         w = _Worker(node_id=tags.get(NODE_TAG, node.name), machine_id=str(node.id), running=[], idle_since=t,
                     last_beat=t)
         self.workers[w.machine_id] = w
+        self.by_node[w.node_id] = w
         self._beat(w, t, ready=True, active=0, idle_since=t, workload_alive=True, draining=False)
         self.free.extend([w] * self.slots)
 
@@ -290,18 +294,46 @@ class Simulation:
 
     def _shutdown(self, request: ShutdownRequest, t: float) -> None:
         w = self.workers.get(str(request.node.id))
-        if w is None or w.stopping:
+        if w is None or (w.stopping and not w.drained):
+            return
+        if w.drained:  # the handshake is over: the machine ends
+            self._end(w, t)
             return
         w.stopping = True
         self._beat(w, t, draining=True)
         if not w.running:
             self._finish_shutdown(w, t)
 
+    def _drain_requests(self, t: float) -> None:
+        """The agents' side of the scale-in handshake: a worker whose record the tick marked DRAINING
+        (with the drain sent) stops taking tasks, finishes what it runs, then reports drained."""
+        plan = self.manager.last_plans.get(DOMAIN)
+        for kind, data in plan.events if plan is not None else ():
+            w = self.by_node.get(str(data.get("node"))) if kind == "drain" else None
+            if w is None or w.gone or w.stopping:
+                continue
+            rec = self.store.node(DOMAIN, w.node_id)
+            if rec is None or rec.state is not NodeState.DRAINING or not rec.drain_sent:
+                continue
+            w.stopping = w.asked = True
+            self._beat(w, t, draining=True)
+            if not w.running:
+                self._finish_shutdown(w, t)
+
     def _finish_shutdown(self, w: _Worker, t: float) -> None:
-        """The agent's warm shutdown is over: its last heartbeat, then the machine ends."""
+        """The agent's warm shutdown is over: asked through its record, it reports drained and waits for
+        its machine to end; asked by the site, its last heartbeat, then the machine ends."""
+        if w.asked:
+            w.drained = True
+            self._beat(w, t, workload_alive=False, draining=True, drained=True, active=0)
+            return
         self._beat(w, t, workload_alive=False, draining=True, active=0)
+        self._end(w, t)
+
+    def _end(self, w: _Worker, t: float) -> None:
         w.gone = True
         self.workers.pop(w.machine_id, None)
+        self.by_node.pop(w.node_id, None)
         self.driver.ex_shutdown_complete(w.machine_id, t)
 
     def _killed(self, node: Node, t: float) -> None:
@@ -309,6 +341,7 @@ class Simulation:
         w = self.workers.pop(str(node.id), None)
         if w is None:
             return
+        self.by_node.pop(w.node_id, None)
         w.gone = True
         for k in reversed(w.running):
             self.ready.appendleft(k)
@@ -332,6 +365,7 @@ class Simulation:
                 w.last_beat = t
         self.manager.tick(t)
         self.ticks += 1
+        self._drain_requests(t)
         for request in self.driver.ex_shutdown_requests():
             self._shutdown(request, t)
         self._machine_events(t)  # machines the tick ended without grace
