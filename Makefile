@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check pool sensors policies spark tests bench examples
 	$(BIN)/mypy
 
-BENCHES := reaction drain overhead popkill tts faults chaos policies spark simulator fuzz
+BENCHES := reaction drain overhead popkill tts faults chaos policies spark scalein simulator fuzz
 
 bench: $(addprefix bench-,$(BENCHES))
 

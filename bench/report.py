@@ -9,13 +9,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
-ORDER = ["reaction", "drain", "overhead", "popkill", "tts", "tick", "faults", "chaos", "spark", "policies",
+ORDER = ["reaction", "drain", "overhead", "popkill", "tts", "tick", "faults", "chaos", "spark", "scalein", "policies",
          "policies-sweep", "simulator", "fuzz"]
 TITLES = {
     "reaction": "Reaction to a burst (`make bench-reaction`)",
     "drain": "Elastic vs fixed pool on two bursts (`make bench-drain`)",
     "overhead": "Throughput overhead of a pool-managed worker (`make bench-overhead`)",
     "spark": "Elastic Spark domain vs a static cluster (`make bench-spark`)",
+    "scalein": ("Scale-in while workers hold long tasks: tasks restarted, busy workers killed and worker-seconds, "
+                "side by side with a baseline revision (`make bench-scalein`)"),
     "policies": "Decision quality of policies on synthetic traces (`make bench-policies`)",
     "tts": "Time to scale from 0 to N nodes on the simulated EC2 site (`make bench-tts`)",
     "faults": "Failure mix: throttling storm, boot failures, a site failing every launch (`make bench-faults`)",
