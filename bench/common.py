@@ -205,3 +205,18 @@ def node_seconds(nodes: list[NodeRecord], start: float, end: float) -> float:
 def chunks(xs: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(xs), size):
         yield xs[i:i + size]
+
+
+def harness_worktree(rev: str, path: Path, *, harness: Path, name: str) -> Path | str:
+    """A detached git worktree of ``rev`` at ``path`` with the file ``harness`` copied in as
+    ``bench/NAME.py`` (a side-by-side benchmark runs one side there): the worktree, or why not."""
+    import shutil
+
+    added = subprocess.run(["git", "worktree", "add", "--detach", str(path), f"{rev}^{{commit}}"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    if added.returncode != 0:
+        return (added.stderr.strip().splitlines() or ["git worktree add failed"])[-1]
+    (path / "bench").mkdir(exist_ok=True)
+    (path / "bench" / "__init__.py").touch()
+    shutil.copyfile(harness, path / "bench" / f"{name}.py")
+    return path

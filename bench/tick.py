@@ -478,13 +478,10 @@ def checkout(rev: str, path: Path) -> tuple[Path, str] | str:
     why not. ``rev`` "." is this working tree itself, as it is."""
     if rev == ".":
         return ROOT, "bench.tick"
-    added = git("worktree", "add", "--detach", str(path), f"{rev}^{{commit}}")
-    if added.returncode != 0:
-        return (added.stderr.strip().splitlines() or ["git worktree add failed"])[-1]
-    (path / "bench").mkdir(exist_ok=True)
-    (path / "bench" / "__init__.py").touch()
-    shutil.copyfile(Path(__file__).resolve(), path / "bench" / f"{HARNESS}.py")
-    return path, f"bench.{HARNESS}"
+    from bench.common import harness_worktree  # here only: the harness itself runs on older trees too
+
+    made = harness_worktree(rev, path, harness=Path(__file__).resolve(), name=HARNESS)
+    return made if isinstance(made, str) else (made, f"bench.{HARNESS}")
 
 
 def side_by_side(base_rev: str, head_rev: str = HEAD_REV, rounds: int = SIDE_ROUNDS, *,
