@@ -517,12 +517,11 @@ def checkout(rev: str, path: Path) -> tuple[Path, str] | str:
 
 
 def start_ticks(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()
-    return None if fields[0] == "Z" else int(fields[19])
+    """When ``pid`` started (tells it from a reused pid): the pool's own reading, imported here because
+    each side imports the pool from its own tree."""
+    from spark.master import start_ticks as read
+
+    return read(pid)
 
 
 def reap(run_dir: Path) -> list[str]:

@@ -109,11 +109,19 @@ def run_manager(manager: Manager, driver: LocalNodeDriver) -> Iterator[RunningMa
             time.sleep(0.1)
 
 
-@pytest.fixture
-def running_manager(store: Store, redis_url: str, pool_home: Path) -> Iterator[RunningManager]:
-    driver = LocalNodeDriver(ex_state_dir=str(pool_home / "sites" / "local"), ex_worker_env=("DEMO_*",))
+@contextlib.contextmanager
+def local_manager(store: Store, redis_url: str, pool_home: Path, *, worker_env: tuple[str, ...]
+                  ) -> Iterator[RunningManager]:
+    """A manager on the local site under ``pool_home``, whose workers inherit ``worker_env`` (patterns)."""
+    driver = LocalNodeDriver(ex_state_dir=str(pool_home / "sites" / "local"), ex_worker_env=worker_env)
     with run_manager(Manager(store=store, provisioner=Provisioner({"local": driver}), redis_url=redis_url),
                      driver) as rm:
+        yield rm
+
+
+@pytest.fixture
+def running_manager(store: Store, redis_url: str, pool_home: Path) -> Iterator[RunningManager]:
+    with local_manager(store, redis_url, pool_home, worker_env=("DEMO_*",)) as rm:
         yield rm
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +20,12 @@ from celery import Celery
 from click.testing import CliRunner
 
 from pool.cli import main as cli
-from pool.control.manager import Manager
 from pool.core.model import NodeState, SpecError, parse_domain_spec
-from pool.sites.local import LocalNodeDriver
-from pool.sites.provisioner import Provisioner
 from pool.state.redisserver import broker_url_for
 from pool.state.store import Store
 from spark.cli import _split
 from spark.master import _write_master
-from tests.conftest import RunningManager, run_manager
+from tests.conftest import RunningManager, local_manager
 
 S = NodeState
 
@@ -117,12 +113,8 @@ def myapp(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> tu
     return code, ledger
 
 
-@contextlib.contextmanager
-def user_manager(store: Store, redis_url: str, pool_home: Path) -> Iterator[RunningManager]:
-    driver = LocalNodeDriver(ex_state_dir=str(pool_home / "sites" / "local"), ex_worker_env=("MYAPP_*",))
-    with run_manager(Manager(store=store, provisioner=Provisioner({"local": driver}), redis_url=redis_url),
-                     driver) as rm:
-        yield rm
+def user_manager(store: Store, redis_url: str, pool_home: Path) -> contextlib.AbstractContextManager[RunningManager]:
+    return local_manager(store, redis_url, pool_home, worker_env=("MYAPP_*",))
 
 
 def user_spec(name: str, code: Path, *, broker: str | None, app: str = "myapp", **more: Any) -> dict[str, Any]:
