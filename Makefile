@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test test-fast lint bench chaos clean
+.PHONY: install demo test test-fast lint bench chaos clean condor-root
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,16 +20,21 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure-rabbitmq.sh
+	$(BIN)/python -m condor.install --if-possible
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
+# HTCondor's daemons in a Debian trixie chroot, built once per machine (about a minute)
+condor-root: $(STAMP)
+	$(BIN)/python -m condor.install
+
 lint: $(STAMP)
-	$(BIN)/ruff check pool sensors policies spark tests bench examples
+	$(BIN)/ruff check pool sensors policies spark condor tests bench examples
 	$(BIN)/mypy
 
-BENCHES := reaction drain overhead popkill tts faults chaos policies spark scalein simulator fuzz
+BENCHES := reaction drain overhead popkill tts faults chaos policies spark condor scalein simulator fuzz
 
 bench: $(addprefix bench-,$(BENCHES))
 

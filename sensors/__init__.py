@@ -9,6 +9,7 @@ from pool.core.model import Reading, Registry
 ALIASES: dict[str, str] = {
     "celery": "sensors.celery:CeleryQueueSensor",
     "spark": "sensors.spark:SparkTasksSensor",
+    "condor": "sensors.condor:CondorIdleSensor",
     "sim_queue": "sensors.simqueue:SimQueueSensor",
 }
 

@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Mapping
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pool.core.model import DomainSpec
+from pool.state.procs import start_ticks, terminate
 from pool.state.redisserver import free_port, state_dir
 from spark.rest import SparkNotInstalled, Unreachable, master_state, spark_bin, spark_home
 from spark.spec import SparkSpec, spark_spec
@@ -108,32 +108,6 @@ def worker_context(spec: DomainSpec) -> dict[str, str]:
         "decommission_signal": sp.decommission.signal,
         "drain_timeout": f"{spec.timeouts.drain:g}",
     }
-
-
-def start_ticks(pid: int) -> int | None:
-    """The process start time (field 22 of /proc/PID/stat), to tell a pid from a reused one."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()
-    return None if fields[0] == "Z" else int(fields[19])
-
-
-def terminate(pid: int, ticks: int | None, *, timeout: float = 10.0) -> bool:
-    """SIGTERM the process group of ``pid`` (if it is still that process), SIGKILL after ``timeout``."""
-    if ticks is None or start_ticks(pid) != ticks:
-        return False
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if start_ticks(pid) != ticks:
-            return True
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    return True
 
 
 def stop_masters() -> list[str]:
@@ -340,3 +314,7 @@ class SparkMasterService:
     def close(self) -> None:
         """Forget the processes without stopping them (the workers keep their master)."""
         self._masters.clear()
+
+    def stop_all(self) -> list[str]:
+        """`pool down`: stop every master this pool started; what was stopped."""
+        return [f"spark master of {domain}" for domain in stop_masters()]

@@ -43,6 +43,8 @@ DEPLOYABLE_TYPES = deployable_types()
 CELERY_BASE: dict[str, Any] = {"name": "probe", "max": 4, "celery": {"app": "tasks"}, "sites": [{"name": "local"}]}
 SPARK_BASE: dict[str, Any] = {"name": "probe", "max": 4, "deployable_type": "spark-worker", "spark": {},
                               "sites": [{"name": "local"}]}
+CONDOR_BASE: dict[str, Any] = {"name": "probe", "max": 4, "deployable_type": "condor-startd", "condor": {},
+                               "sites": [{"name": "local"}]}
 SECRET = "s3cretPW-probe"
 LINE_MAX = 600
 
@@ -91,7 +93,7 @@ def spec_models(model: type[BaseModel] | None = None) -> set[type[BaseModel]]:
 
 
 def base_for(path: tuple[Any, ...]) -> dict[str, Any]:
-    return copy.deepcopy(SPARK_BASE if path[0] == "spark" else CELERY_BASE)
+    return copy.deepcopy({"spark": SPARK_BASE, "condor": CONDOR_BASE}.get(path[0], CELERY_BASE))
 
 
 def with_value(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
@@ -111,7 +113,7 @@ def field_id(path: tuple[Any, ...]) -> str:
 
 
 #: the blocks the built-in workloads own (`celery:`, `spark:`): validated by their models
-BLOCKS = {w.spec_block.key: w.spec_block.model for w in map(load_workload, ("celery", "spark"))
+BLOCKS = {w.spec_block.key: w.spec_block.model for w in map(load_workload, ("celery", "spark", "condor"))
           if w.spec_block is not None}
 FIELDS = list(spec_fields()) + [f for key, model in BLOCKS.items() for f in spec_fields(model, (key,))]
 FLOATS = [(p, info) for p, ann, info in FIELDS if ann is float]
@@ -169,7 +171,7 @@ def _cases() -> Iterator[Any]:
     yield pytest.param(b"a: &a [1, *a]\n", "alias", id="recursive-alias")
     for name in sorted(RESERVED_ATTRIBUTES):
         yield pytest.param(_dump({**CELERY_BASE, "attributes": {name: "x"}}), "reserved", id=f"attribute-{name}")
-    for workload, base in (("celery", CELERY_BASE), ("spark", SPARK_BASE)):
+    for workload, base in (("celery", CELERY_BASE), ("spark", SPARK_BASE), ("condor", CONDOR_BASE)):
         block = load_workload(workload).spec_block
         assert block is not None
         for name in sorted(block.reserved - RESERVED_ATTRIBUTES):
@@ -296,7 +298,7 @@ def test_every_spec_model_is_strict_and_bounded() -> None:
 
 def test_reserved_attributes_cover_everything_the_pool_sets() -> None:
     assert set(re.findall(r"\$\{(\w+)\}", AGENT_PREAMBLE)) <= RESERVED_ATTRIBUTES  # every worker's
-    for name in ("celery", "spark"):
+    for name in ("celery", "spark", "condor"):
         workload = load_workload(name)
         assert workload.spec_block is not None
         reserved = RESERVED_ATTRIBUTES | workload.spec_block.reserved

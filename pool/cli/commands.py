@@ -511,13 +511,15 @@ def down(timeout: float, keep_redis: bool) -> None:
         _give_up(store, "the manager stopped before its workers were terminated")
     store.clear_shutdown()
     say("manager stopped; workers terminated")
-    from spark.master import stop_masters
+    from pool.workloads.base import workloads
 
-    try:
-        for domain in stop_masters():
-            say(f"spark master of {domain} stopped")
-    except (OSError, RuntimeError, ValueError) as exc:
-        say(f"warning: could not stop the Spark masters: {one_line(exc, 200)}", err=True)
+    for service in [s for w in workloads() for s in w.services()]:  # a Spark master, a Condor central manager
+        stop_all = getattr(service, "stop_all", None)
+        try:
+            for what in stop_all() if stop_all is not None else []:
+                say(f"{what} stopped")
+        except (OSError, RuntimeError, ValueError) as exc:
+            say(f"warning: could not stop {type(service).__name__}'s processes: {one_line(exc, 200)}", err=True)
     if not os.environ.get("REDIS_URL") and not keep_redis:
         try:
             stopped = stop_embedded()
@@ -866,7 +868,9 @@ def show(name: str, n_events: int, show_all: bool, output: str, as_json: bool) -
             console.print(f"reading {cell(sname)}: [red]error: {cell(r['error'])}[/]", soft_wrap=True)
         else:
             say(f"reading {sname}: " + ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
-                                                for k, v in r.items() if k != "error" and v is not None))
+                                                for k, v in r.items() if k not in ("error", "notes") and v is not None))
+        for note in r.get("notes") or []:  # work the sensor did not count, and why
+            say(f"  {sname}: {note}")
     if st.boot_failures:
         _say_degraded(store, name, st, now)
     wide = output == "wide"

@@ -254,7 +254,11 @@ def record(d: Draft, decision: Decision, view: DomainView, state: DomainState, *
     state.intended = decision.target
     state.last_decision = {"time": obs.now, "target": decision.target, "reason": decision.reason,
                            "actual": view.actual}
-    state.readings = {name: {"value": r.value, "time": r.time, "error": r.error, **dict(r.detail)}
+    for name, r in obs.readings.items():  # what a sensor did not count, and why: said when it changes
+        if r.notes and list(r.notes) != (obs.state.readings.get(name) or {}).get("notes"):
+            d.events.append(("sensor", {"sensor": name, "notes": list(r.notes)}))
+    state.readings = {name: {"value": r.value, "time": r.time, "error": r.error, **dict(r.detail),
+                             **({"notes": list(r.notes)} if r.notes else {})}
                       for name, r in obs.readings.items()}
     return Plan(domain=obs.spec.name, decision=decision, view=view, changed=tuple(d.changed.values()),
                 launches=tuple(launches), terminations=tuple(d.terminations), forget=tuple(d.forget), state=state,

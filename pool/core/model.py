@@ -251,6 +251,8 @@ class Reading:
     time: float
     error: str | None = None
     detail: Mapping[str, float] = field(default_factory=dict)
+    #: what the sensor wants in the domain's event log (recorded when it changes), e.g. work it did not count
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -4,7 +4,8 @@ Every machine lives in a directory of its own under the site's directory (privat
 0700, user-data and console 0600); a machine id is only ever a name inside that directory, never a
 path, so nothing read back from the store can make the site signal or remove anything else. A
 worker gets an explicit environment (a fixed base plus what the operator allows), never the
-manager's. Imports libcloud, ``pool.sites.config``, ``pool.core.model`` and ``pool.state.redisserver`` only.
+manager's. Imports libcloud, ``pool.sites.config``, ``pool.core.model``, ``pool.state.procs`` and
+``pool.state.redisserver`` only.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from libcloud.compute.types import NodeState
 
 from pool.core.model import ID_RE
 from pool.sites.config import OperatorConfig
+from pool.state.procs import start_ticks as _start_ticks
 from pool.state.redisserver import private_dir, write_private
 
 PROVIDER = "elastic_local"
@@ -67,18 +69,6 @@ def _process_with_token(token: str) -> int | None:
         if fields[0] != "Z" and int(fields[2]) == pid:  # alive and its own group's leader
             return pid
     return None
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The process start time in clock ticks (field 22 of /proc/PID/stat), to detect pid reuse."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()
-    if fields[0] == "Z":  # zombie: as good as gone
-        return None
-    return int(fields[19])
 
 
 class LocalNodeDriver(NodeDriver):

@@ -23,6 +23,7 @@ from pool.workloads.images import DeployableType
 ALIASES: dict[str, str] = {
     "celery": "pool.workloads.celery:Celery",
     "spark": "spark.workload:Spark",
+    "condor": "condor.workload:Condor",
 }
 #: The deployable type of a domain whose spec names none.
 DEFAULT_TYPE = "celery-worker"
@@ -52,7 +53,8 @@ class DomainService(Protocol):
 
     ``ensure`` runs at the start of every tick for the domains it ``applies`` to; the mapping it
     returns is added to those domains' attribute bag and offered to their sensor as defaults
-    (keys the sensor does not take are left out).
+    (keys the sensor does not take are left out). An optional ``stop_all() -> list[str]`` lets
+    `pool down` stop every process of the kind the pool started (saying what it stopped).
     """
 
     def applies(self, spec: DomainSpec) -> bool: ...

@@ -1,0 +1,54 @@
+"""Processes the pool starts on this machine (a Spark master, an HTCondor central manager, local
+workers), told apart from a reused pid by their start time, and stopped by process group.
+
+Imports the standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process start time in clock ticks (field 22 of /proc/PID/stat), to tell a pid from a
+    reused one; None when it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def terminate(pid: int, ticks: int | None, *, timeout: float = 10.0, first: int | None = None) -> bool:
+    """SIGTERM the process group of ``pid`` (or only process ``first``, when given) if ``pid`` is
+    still that process; SIGKILL to the group after ``timeout``. False: it was already gone."""
+    if ticks is None or start_ticks(pid) != ticks:
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if first is not None:
+            os.kill(first, signal.SIGTERM)
+        else:
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if start_ticks(pid) != ticks:
+            return True
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (from /proc; empty when it is gone)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError):
+                found.extend(int(p) for p in Path(task.path, "children").read_text().split())
+    return found
