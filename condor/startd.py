@@ -43,10 +43,11 @@ def slots_of(collector: str, constraint: str, *, timeout: float = 1.0) -> list[A
 class CondorStartd:
     """One startd of domain ``domain`` named after node ``node`` (its ``PoolNode`` attribute).
 
-    ``probe`` gives ``ready`` (the collector lists the node's partitionable slot), ``active`` (its
-    claimed dynamic slots: jobs running) and ``idle_since``. ``drain`` asks the startd for a graceful
-    drain (no new jobs; running ones finish within the retirement time, the domain's drain deadline)
-    and stops the master once no slot is claimed.
+    ``probe`` gives ``ready`` once the collector lists the node's partitionable slot, and then asks
+    nothing more: busy and idle come from the domain's sensor, which reads every startd's slots in
+    one collector query per tick. ``drain`` asks the startd for a graceful drain (no new jobs;
+    running ones finish within the retirement time, the domain's drain deadline) and stops the
+    master once no slot is claimed.
     """
 
     domain: str
@@ -61,9 +62,6 @@ class CondorStartd:
     drain_timeout: float = 600.0
     interval: float = 1.0
     ready: bool = False
-    active: int = 0
-    idle_since: float | None = None
-    master_pid: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CondorStartd:
@@ -119,22 +117,11 @@ class CondorStartd:
             return None
 
     def probe(self) -> dict[str, object]:
-        """Heartbeat fields: ``ready``, ``active``, ``idle_since``."""
-        now = time.time()
-        ads = self.slots()
-        if ads is None:
-            return {"ready": self.ready, "active": self.active}
-        self.ready = self.ready or any(ad.get("PartitionableSlot") for ad in ads)
+        """Heartbeat field ``ready``: the collector lists this node's slot (asked until it does)."""
         if not self.ready:
-            return {"ready": False, "active": 0}
-        active = sum(1 for ad in ads if ad.get("State") == "Claimed")
-        if active > 0:
-            self.idle_since = None
-        elif self.active > 0 or self.idle_since is None:
-            self.idle_since = now
-        self.active = active
-        return {"ready": True, "active": active, "idle_since": "" if self.idle_since is None else repr(self.idle_since),
-                "condor_slot": f"slot1@{self.node}"}
+            ads = self.slots()
+            self.ready = ads is not None and any(ad.get("PartitionableSlot") for ad in ads)
+        return {"ready": self.ready, "condor_slot": f"slot1@{self.node}"} if self.ready else {"ready": False}
 
     # -- drain --------------------------------------------------------------------------------
     def drain(self, proc: subprocess.Popen[bytes], beat: Beat) -> None:
@@ -152,7 +139,8 @@ class CondorStartd:
                 if claimed == 0:
                     why = "no job running"
                     break
-                beat(draining=True, active=self.active if claimed is None else claimed)
+                if claimed is not None:
+                    beat(draining=True, active=claimed)
                 time.sleep(self.interval)
             else:
                 why = "drain deadline" if proc.poll() is None else "the daemons exited"

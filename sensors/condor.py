@@ -113,26 +113,33 @@ class CondorIdleSensor:
                 counts.add(job, cpus=int(self.worker_cpus), memory=int(self.worker_memory), disk=int(self.worker_disk))
         idle_need = counts.need(int(self.worker_cpus), int(self.worker_memory), int(self.worker_disk))
         run_need = max(running["cpus"] / int(self.worker_cpus), running["memory"] / int(self.worker_memory))
-        detail = {"idle_jobs": counts.idle, "counted_jobs": counts.counted, "held_jobs": counts.held,
+        detail: dict[str, float] = {
+                  "idle_jobs": counts.idle, "counted_jobs": counts.counted, "held_jobs": counts.held,
                   "too_big_jobs": counts.too_big, "running_jobs": running["jobs"], "startds": running["startds"],
                   "idle_workers_needed": round(idle_need, 3), "running_workers": round(run_need, 3),
                   "schedds": len(schedd_ads)}
-        return Reading(self.name, round(idle_need + run_need, 6), now, detail=detail, notes=counts.notes(self))
+        return Reading(self.name, round(idle_need + run_need, 6), now, detail=detail, notes=counts.notes(self),
+                       nodes=running["nodes"])
 
     def _job_constraint(self) -> str:
         jobs = f"JobStatus == {IDLE} || JobStatus == {HELD}"
         return f"({jobs}) && ({self.constraint})" if self.constraint else jobs
 
-    def _running(self, coll: Any) -> dict[str, float]:
-        """Claimed slots of this domain's startds (one collector query), and how many startds it has."""
+    def _running(self, coll: Any) -> dict[str, Any]:
+        """Claimed slots of this domain's startds (one collector query): what they hold, how many
+        startds there are, and the jobs each node runs (busy and idle for the whole domain at once)."""
         import htcondor2
 
         ads = coll.query(htcondor2.AdTypes.Startd, constraint=f'PoolDomain == "{self.domain}"',
                          projection=["Name", "State", "DynamicSlot", "PartitionableSlot", "Cpus", "Memory", "PoolNode"])
         claimed = [ad for ad in ads if ad.get("State") == "Claimed"]
+        nodes = {str(ad["PoolNode"]): 0 for ad in ads if ad.get("PartitionableSlot") and "PoolNode" in ad}
+        for ad in claimed:
+            node = str(ad.get("PoolNode"))
+            nodes[node] = nodes.get(node, 0) + 1
         return {"jobs": float(len(claimed)), "cpus": float(sum(int(ad.get("Cpus", 1)) for ad in claimed)),
                 "memory": float(sum(int(ad.get("Memory", 0)) for ad in claimed)),
-                "startds": float(sum(1 for ad in ads if ad.get("PartitionableSlot")))}
+                "startds": float(len(nodes)), "nodes": nodes}
 
     def close(self) -> None:
         self._last = None

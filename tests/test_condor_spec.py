@@ -74,3 +74,22 @@ def test_an_unreachable_pool_gives_an_error_reading_and_the_fallback(store: Stor
     assert plan.decision.reason.endswith(": hold 0")  # the domain's fallback rule
     assert "s3cret-pool-password" not in str(store.events("htc", count=100))
     manager.close()
+
+
+def test_a_domain_wide_reading_of_busy_nodes_overrides_the_heartbeats(store: Store, redis_url: str,
+                                                                      pool_home: Path) -> None:
+    from pool.core.model import Heartbeat, Reading
+
+    manager = Manager(store=store, provisioner=Provisioner({"local": LocalNodeDriver(
+        ex_state_dir=str(pool_home / "sites"))}), redis_url=redis_url)
+    beats = {"a": Heartbeat(1.0), "b": Heartbeat(1.0, active=3), "c": Heartbeat(1.0, active=2)}
+    out = manager._busy_from_readings("d", {"condor": Reading("condor", 1.0, 10.0, nodes={"a": 1, "b": 0})}, beats, 10.0)
+    assert (out["a"].active, out["a"].idle_since) == (1, None)
+    assert (out["b"].active, out["b"].idle_since) == (0, 10.0)  # idle from the first tick that sees it idle
+    assert out["c"] is beats["c"]  # a node the reading does not list: its heartbeat says
+    later = manager._busy_from_readings("d", {"condor": Reading("condor", 0.0, 20.0, nodes={"a": 0, "b": 0})},
+                                        beats, 20.0)
+    assert later["b"].idle_since == 10.0 and later["a"].idle_since == 20.0
+    failed = {"condor": Reading("condor", None, 30.0, error="collector down", nodes={"a": 5})}
+    assert manager._busy_from_readings("d", failed, beats, 30.0) == beats  # a failed read is not believed
+    manager.close()

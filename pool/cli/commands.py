@@ -840,7 +840,9 @@ def show(name: str, n_events: int, show_all: bool, output: str, as_json: bool) -
         hb = hbs.get(n.node_id)
         if hb is None or n.state == NodeState.TERMINATED or now - hb.time > spec.timeouts.heartbeat_timeout:
             return None
-        return hb.active
+        view = next((r.get("nodes") for r in st.readings.values() if isinstance(r.get("nodes"), dict)), None)
+        held = view.get(n.node_id) if view is not None else None  # the workload's own view of every node
+        return held if isinstance(held, int) else hb.active
 
     order = {s: i for i, s in enumerate(NodeState)}
     nodes.sort(key=lambda n: (order[n.state], n.created))
@@ -868,7 +870,8 @@ def show(name: str, n_events: int, show_all: bool, output: str, as_json: bool) -
             console.print(f"reading {cell(sname)}: [red]error: {cell(r['error'])}[/]", soft_wrap=True)
         else:
             say(f"reading {sname}: " + ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
-                                                for k, v in r.items() if k not in ("error", "notes") and v is not None))
+                                                for k, v in r.items() if k not in ("error", "notes", "nodes")
+                                                and v is not None))
         for note in r.get("notes") or []:  # work the sensor did not count, and why
             say(f"  {sname}: {note}")
     if st.boot_failures:

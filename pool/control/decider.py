@@ -258,7 +258,8 @@ def record(d: Draft, decision: Decision, view: DomainView, state: DomainState, *
         if r.notes and list(r.notes) != (obs.state.readings.get(name) or {}).get("notes"):
             d.events.append(("sensor", {"sensor": name, "notes": list(r.notes)}))
     state.readings = {name: {"value": r.value, "time": r.time, "error": r.error, **dict(r.detail),
-                             **({"notes": list(r.notes)} if r.notes else {})}
+                             **({"notes": list(r.notes)} if r.notes else {}),
+                             **({"nodes": dict(r.nodes)} if r.nodes is not None else {})}
                       for name, r in obs.readings.items()}
     return Plan(domain=obs.spec.name, decision=decision, view=view, changed=tuple(d.changed.values()),
                 launches=tuple(launches), terminations=tuple(d.terminations), forget=tuple(d.forget), state=state,

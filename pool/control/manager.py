@@ -31,6 +31,7 @@ from pool.control.plan import (  # noqa: F401  (re-exported: the planner's names
 from pool.core.model import (
     NAME_RE,
     DomainSpec,
+    Heartbeat,
     NodeRecord,
     NodeState,
     PluginParamError,
@@ -95,6 +96,7 @@ class Manager:
         self._watches: dict[str, Callable[[], None]] = {}
         self.wakeups = wakeups
         self._policies: dict[str, tuple[str, Policy | None, str | None]] = {}
+        self._idle_since: dict[str, dict[str, float]] = {}  # per domain and node, from Reading.nodes
         self.wake = threading.Event()
         self.last_plans: dict[str, Plan] = {}
         self.leases = leases
@@ -187,6 +189,7 @@ class Manager:
         heartbeats = self.store.heartbeats(
             spec.name, [n.node_id for n in nodes if n.state != S.TERMINATED]
         )
+        heartbeats = self._busy_from_readings(spec.name, readings, heartbeats, now)
         sites = {site.name for site in spec.sites} | {n.site for n in nodes if n.state != S.TERMINATED}
         for site in spec.sites:
             self.provisioner.ensure_site(site)
@@ -217,6 +220,28 @@ class Manager:
             unlisted=frozenset(unlisted),
             listed_at=min((self._listings[s][0] for s in sites if s in self._listings), default=now),
         )
+
+    def _busy_from_readings(self, domain: str, readings: Mapping[str, Reading], heartbeats: dict[str, Heartbeat],
+                            now: float) -> dict[str, Heartbeat]:
+        """Heartbeats with ``active`` and ``idle_since`` from a reading that reads every node's work at
+        once (``Reading.nodes``); nodes it does not list keep what their heartbeat says. When each
+        node became idle is remembered here (after a restart: from the first tick that sees it)."""
+        view = next((r.nodes for r in readings.values() if r.ok and r.nodes is not None), None)
+        if view is None:
+            return heartbeats
+        since = self._idle_since.setdefault(domain, {})
+        out = dict(heartbeats)
+        for node_id, hb in heartbeats.items():
+            active = view.get(node_id)
+            if active is None:
+                continue
+            idle = None if active > 0 else since.setdefault(node_id, now)
+            if active > 0:
+                since.pop(node_id, None)
+            out[node_id] = replace(hb, active=int(active), idle_since=idle)
+        for gone in set(since) - set(heartbeats):
+            del since[gone]
+        return out
 
     def holds(self, role: str) -> bool:
         return self.leases is None or role in self.held

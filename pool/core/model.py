@@ -253,6 +253,9 @@ class Reading:
     detail: Mapping[str, float] = field(default_factory=dict)
     #: what the sensor wants in the domain's event log (recorded when it changes), e.g. work it did not count
     notes: tuple[str, ...] = ()
+    #: work each node holds, by node id, as the workload's own view reads it for the whole domain at once
+    #: (HTCondor's claimed slots): the manager prefers it to what each node's heartbeat says
+    nodes: Mapping[str, int] | None = None
 
     @property
     def ok(self) -> bool:
