@@ -70,6 +70,17 @@ class Condor:
                 raise ValueError(f"condor.constraint: {cs.constraint!r} is not a ClassAd expression ({exc}); "
                                  "e.g. 'Owner == \"ana\"'") from None
 
+    def producer_env(self, spec: DomainSpec) -> dict[str, Any]:
+        """What `pool env` prints: the pool's collector and the client settings (no broker, no secret)."""
+        from condor.central import read_central
+        from condor.cli import client_env
+
+        data = read_central(spec.name)
+        if not data or not isinstance(data.get("collector"), str):
+            raise LookupError(f"domain {spec.name} has no HTCondor pool yet: `pool up` starts its central manager "
+                              "(then run this again)")
+        return {"collector": data["collector"], "schedd": data.get("schedd"), "env": client_env(data)}
+
     def services(self) -> list[DomainService]:
         from condor.central import CondorCentralService
 

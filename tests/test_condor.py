@@ -173,6 +173,11 @@ def test_jobs_that_fit_no_worker_are_not_counted_and_the_event_log_says_why(cond
               30, "the sensor to see the jobs")
     reading = pool.store.get_state(name).readings["condor"]
     assert reading["value"] == 0 and reading["counted_jobs"] == 0
+    from sensors.condor import CondorIdleSensor
+
+    collector = str((read_central(name) or {})["collector"])
+    missing = CondorIdleSensor(collector=collector, domain=name, schedds=["nosuch@elastic-pool"]).read(time.time())
+    assert missing.error == f"schedd nosuch@elastic-pool is not in collector {collector}"
     notes = [n for e in pool.store.events(name, count=200, kind="sensor") for n in e["notes"]]
     assert "2 idle jobs not counted: ask more memory than a worker has (4096 MB > 256 MB); raise " \
            "condor.worker_memory or lower the jobs' request_memory" in notes
@@ -305,6 +310,9 @@ def test_the_example_submit_file_runs_through_pool_condor_submit_and_env(condor_
     outside = runner.invoke(cli, ["condor", "submit", name, str(REPO / "examples" / "condor" / "sleep.sub")])
     assert outside.exit_code == 2 and "the schedd runs in a chroot" in outside.output
     exports = runner.invoke(cli, ["condor", "env", name]).output
+    same = runner.invoke(cli, ["env", name, "-o", "shell"], env={"REDIS_URL": pool.manager.redis_url,
+                                                              "POOL_NAMESPACE": pool.store.ns})
+    assert same.exit_code == 0 and "_CONDOR_COLLECTOR_HOST=" in same.output and "redis" not in same.output, same.output
     env = {k: v for k, _, v in (line[len("export "):].partition("=") for line in exports.splitlines()
                                 if line.startswith("export "))}
     count = subprocess.run([sys.executable, "-c", "import htcondor2; print(len(htcondor2.Schedd().query()))"],

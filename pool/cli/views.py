@@ -240,8 +240,15 @@ def producer_env(spec: Any, control_url: str) -> dict[str, Any]:
     with its password, the queue; or the master URL and executor properties that fit one worker.
     The ``env`` entry holds the same as environment variables the clients read."""
     from pool.state.redisserver import broker_url_for
+    from pool.workloads.base import workload_for_type
 
     out: dict[str, Any] = {"domain": spec.name, "workload": spec.deployable_type}
+    own = getattr(workload_for_type(spec.deployable_type), "producer_env", None)
+    if own is not None:  # a workload that says what its users need (HTCondor: the pool's client settings)
+        try:
+            return {**out, **own(spec)}
+        except LookupError as exc:
+            raise EnvError(str(exc)) from None
     spark = workload_block(spec, "spark")
     if spark is not None:
         return {**out, **_spark_env(spec, spark)}
@@ -296,7 +303,8 @@ def env_text(data: dict[str, Any], command: str) -> str:
     """The default form: YAML, with comments saying how to use it."""
     body = {k: v for k, v in data.items() if k not in ("env", "note")}
     lines = [f"# domain {data['domain']} ({data['workload']}): what "
-             + ("a notebook or spark-submit needs" if "master_url" in data else "a producer needs")]
+             + ("a notebook or spark-submit needs" if "master_url" in data else
+                "a submitter needs" if "collector" in data else "a producer needs")]
     lines.append(yaml.safe_dump(body, sort_keys=False, default_flow_style=False, width=10_000).rstrip())
     names = ", ".join(data.get("env", {}))
     lines.append(f'# as environment variables ({names}): eval "$({command} -o shell)"')
