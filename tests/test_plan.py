@@ -447,3 +447,24 @@ def test_boot_failures_back_off_to_one_probe_at_a_time() -> None:
     healed = plan_domain(observe([probe], ok, 5, 142.5, sp=sp, state=still.state), load_policy("queue_depth", {}),
                          new_ids=ids([0]))
     assert healed.state.boot_failures == 0 and len(healed.fresh) == 4  # it joined: full speed again
+
+
+def test_a_named_domain_launches_one_worker_per_wanted_name_and_ends_the_unwanted() -> None:
+    obs = observe([], {}, 0, 100.0)
+    obs = Observation(**{**obs.__dict__, "wanted": {"cloud2": 99.0, "cloud1": 99.5}})
+    plan = plan_domain(obs, load_policy("queue_depth", {}), new_ids=ids([0]))
+    assert [r.name for r in plan.launches] == ["cloud2", "cloud1"]  # in the order asked
+    assert plan.decision.target == 2 and plan.decision.reason.startswith("2 node(s) wanted by name: cloud2, cloud1")
+    assert '"name":"cloud2"' in plan.launches[0].to_json()
+    assert NodeRecord.from_json(plan.launches[0].to_json()).name == "cloud2"
+    a = joined("a")
+    a.name = "cloud1"
+    b = joined("b")
+    b.name = "cloud3"
+    obs = observe([a, b], {"a": Heartbeat(time=99.9, ready=True), "b": Heartbeat(time=99.9, ready=True)}, 0, 100.0)
+    obs = Observation(**{**obs.__dict__, "wanted": {"cloud1": 90.0, "cloud2": 95.0}})
+    plan = plan_domain(obs, load_policy("queue_depth", {}), new_ids=ids([0]))
+    ended = {r.node_id: r for r in plan.changed}
+    assert ended["b"].state == S.TERMINATING and "cloud3: no longer wanted" in ended["b"].history[-1][2]
+    assert "a" not in ended and [r.name for r in plan.launches] == ["cloud2"]
+    assert '"name"' not in joined("c").to_json()  # records of unnamed domains are stored as before

@@ -311,3 +311,17 @@ def test_a_manager_on_either_store_condemns_and_replaces_the_same_nodes(store: S
         assert states["dying"] not in (S.JOINED, S.STARTED)
         assert sum(1 for s in states.values() if s is S.JOINED) == 3  # both replaced
     assert any(dict(c).get("UNHEALTHY", 0) for c in on_redis)
+
+
+def test_wanted_names_are_durable_kept_once_and_checked_when_read_back(store: Store) -> None:
+    from pool.state.store import MemoryStore
+
+    for st in (store, MemoryStore()):
+        st.want("d", ["cloud1", "cloud2"], 10.0)
+        st.want("d", ["cloud1"], 20.0)  # asked again: the first request's time stays
+        assert st.wanted("d") == {"cloud1": 10.0, "cloud2": 10.0}
+        st.unwant("d", ["cloud2", "never-asked"])
+        assert st.wanted("d") == {"cloud1": 10.0}
+    key = store._d("d", "wanted")
+    store.r.hset(key, mapping={"../etc": "1.0", "cloud9": "nan", "cloud8": "soon", "cloud7": "3.5"})
+    assert store.wanted("d") == {"cloud1": 10.0, "cloud7": 3.5}  # hostile entries are left out

@@ -193,9 +193,10 @@ def _delta(d: Draft, target: int, state: DomainState, live: list[NodeRecord],
     return -min(-delta, requested + max(0, spare)), counted
 
 def _launch(d: Draft, count: int, slots: list[SiteSlot], decision: Decision, launches: list[NodeRecord],
-            fresh: set[str], new_ids: Callable[[str], tuple[str, str]]) -> bool:
+            fresh: set[str], new_ids: Callable[[str], tuple[str, str]], names: list[str] | None = None) -> bool:
     """``count`` launch records with fresh ids, placed across the sites (what no site has room for is
-    deferred, with an event saying why). True if placement chose any site."""
+    deferred, with an event saying why), named from ``names`` in order when given. True if placement
+    chose any site."""
     spec = d.obs.spec
     placed = place(count, slots, strategy=spec.placement)
     short = count - sum(placed.values())
@@ -207,7 +208,8 @@ def _launch(d: Draft, count: int, slots: list[SiteSlot], decision: Decision, lau
         for _ in range(n):
             node_id, launch_id = new_ids(spec.name)
             rec = NodeRecord.new(node_id=node_id, domain=spec.name, launch_id=launch_id, site=site_name,
-                                 deployable_type=spec.deployable_type, now=d.now, detail=decision.reason)
+                                 deployable_type=spec.deployable_type, now=d.now, detail=decision.reason,
+                                 name=names.pop(0) if names else None)
             launches.append(rec)
             fresh.add(node_id)
             d.events.append(("node", {"node": node_id, "from": None, "to": "REQUESTED", "detail": "launch"}))

@@ -63,6 +63,8 @@ class Observation:
     unlisted: frozenset[str] = frozenset()
     #: when the oldest listing in ``site_nodes`` was fetched: nodes launched after it are not judged by it
     listed_at: float = float("inf")
+    #: a named domain's wanted names and since when (None: a domain sized by count)
+    wanted: Mapping[str, float] | None = None
 
     def available(self, site: str) -> bool:
         sa = self.site_available

@@ -219,6 +219,8 @@ class Manager:
             store_back_at=self.store_back_at,
             unlisted=frozenset(unlisted),
             listed_at=min((self._listings[s][0] for s in sites if s in self._listings), default=now),
+            wanted=self.store.wanted(spec.name) if getattr(workload_for_type(spec.deployable_type), "named", False)
+            else None,
         )
 
     def _busy_from_readings(self, domain: str, readings: Mapping[str, Reading], heartbeats: dict[str, Heartbeat],
@@ -286,6 +288,7 @@ class Manager:
             "namespace": self.store.ns,
             "domain": spec.name,
             "node_id": rec.node_id,
+            "node_name": rec.name or rec.node_id,  # the workload's name for it (a Slurm node name)
             "launch_id": rec.launch_id,
             "broker": self.broker_for(spec),
             "heartbeat_interval": f"{spec.timeouts.heartbeat_interval:g}",

@@ -27,11 +27,13 @@ from pool.control.draft import (
     LISTING_GRACE,
     TERMINATED_RETENTION,
     Draft,
+    Event,
     Observation,
     Plan,
     Termination,
     _new_ids,
 )
+from pool.control.named import decide_named, scale_named
 from pool.state.leases import ROLES
 
 __all__ = ["END_RETRIES", "END_RETRY_CAP", "LISTING_GRACE", "TERMINATED_RETENTION", "Observation", "Plan",
@@ -58,7 +60,13 @@ def plan_domain(
     note_boot_failures(draft, state)
     view, live = view_of(draft, state)
     decider = "decider" in roles
-    decision, errors, value = decide(obs, policy, view, state, decider=decider, policy_error=policy_error)
-    launches, fresh = scale(draft, decision, state, live, joined=view.joined, decider=decider, new_ids=new_ids)
+    errors: list[Event] = []
+    value: float | None
+    if obs.wanted is not None and decider:  # a named domain: the workload says which nodes (Slurm's resume)
+        decision, value = decide_named(draft), float(len(obs.wanted))
+        launches, fresh = scale_named(draft, decision, state, live, new_ids=new_ids)
+    else:
+        decision, errors, value = decide(obs, policy, view, state, decider=decider, policy_error=policy_error)
+        launches, fresh = scale(draft, decision, state, live, joined=view.joined, decider=decider, new_ids=new_ids)
     return record(draft, decision, view, state, errors=errors, value=value, launches=launches, fresh=fresh,
                   roles=roles)

@@ -94,7 +94,7 @@ ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: A site's machine id (clouds differ: some use slashes or colons), bounded, printable.
 PROVIDER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,511}")
 _RECORD_FIELDS = {"node_id", "domain", "launch_id", "site", "deployable_type", "state", "created", "history",
-                  "provider_id", "drain_deadline", "drain_sent"}
+                  "provider_id", "drain_deadline", "drain_sent", "name"}
 
 
 def _finite(value: Any, what: str) -> float:
@@ -135,6 +135,9 @@ def _checked_record(data: Any) -> dict[str, Any]:
                 and len(h[2]) <= 4096):
             raise InvalidRecord("node record: a history entry is not [state, time, detail]")
         checked.append((h[0], _finite(h[1], "a history time"), h[2]))
+    node_name = data.get("name")
+    if node_name is not None and not (isinstance(node_name, str) and ID_RE.fullmatch(node_name)):
+        raise InvalidRecord(f"node record: name must match {ID_RE.pattern}")
     deadline = data.get("drain_deadline")
     drain_sent = data.get("drain_sent", False)
     if not isinstance(drain_sent, bool):
@@ -142,7 +145,7 @@ def _checked_record(data: Any) -> dict[str, Any]:
     return {"node_id": data["node_id"], "domain": data["domain"], "launch_id": data["launch_id"],
             "site": data["site"], "deployable_type": data["deployable_type"], "state": state,
             "created": _finite(data.get("created", 0.0), "created"), "history": checked,
-            "provider_id": provider_id, "drain_sent": drain_sent,
+            "provider_id": provider_id, "drain_sent": drain_sent, "name": node_name,
             "drain_deadline": None if deadline is None else _finite(deadline, "drain_deadline")}
 
 
@@ -161,6 +164,7 @@ class NodeRecord:
     provider_id: str | None = None  # the site's id for the machine
     drain_deadline: float | None = None
     drain_sent: bool = False  # DRAINING: the warm shutdown has been asked of the machine
+    name: str | None = None  # the workload's own name for the node (a Slurm node name), in named domains
 
     def copy(self) -> "NodeRecord":
         """A copy that can change state without touching this one (history entries are immutable)."""
@@ -193,6 +197,8 @@ class NodeRecord:
     def to_json(self) -> str:
         data = asdict(self)
         data["state"] = self.state.value
+        if data["name"] is None:  # records of unnamed domains stay as they were
+            del data["name"]
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -215,6 +221,7 @@ class NodeRecord:
         deployable_type: str,
         now: float,
         detail: str = "",
+        name: str | None = None,
     ) -> "NodeRecord":
         rec = cls(
             node_id=node_id,
@@ -223,6 +230,7 @@ class NodeRecord:
             site=site,
             deployable_type=deployable_type,
             created=now,
+            name=name,
         )
         rec.history.append((S.REQUESTED.value, now, detail))
         return rec
@@ -359,7 +367,8 @@ ERRORS_SHOWN = 3
 #: pool.workloads.images.AGENT_PREAMBLE): a spec may not set them. Each workload reserves its own
 #: too (:attr:`SpecBlock.reserved`: every ``${...}`` of its deployable type and what its services set).
 RESERVED_ATTRIBUTES: frozenset[str] = frozenset({
-    "workload", "python", "redis_url", "namespace", "domain", "node_id", "launch_id", "broker", "heartbeat_interval",
+    "workload", "python", "redis_url", "namespace", "domain", "node_id", "node_name", "launch_id", "broker",
+    "heartbeat_interval",
 })
 
 #: Characters no spec string may hold: control characters (C0, DEL, C1), line and paragraph

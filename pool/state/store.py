@@ -9,12 +9,21 @@ import math
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import redis
 
 from pool.core import keys
-from pool.core.model import DomainSpec, DomainState, Heartbeat, InvalidRecord, NodeRecord, SpecError, parse_domain_spec
+from pool.core.model import (
+    ID_RE,
+    DomainSpec,
+    DomainState,
+    Heartbeat,
+    InvalidRecord,
+    NodeRecord,
+    SpecError,
+    parse_domain_spec,
+)
 from pool.core.secrets import redact, redact_text
 from pool.state.memqueue import MemoryWorkQueue
 from pool.state.workqueue import RECLAIM_AFTER, QueueLike, WorkItem, WorkQueue
@@ -259,7 +268,8 @@ class Store:
         return spec
 
     def delete_domain(self, name: str) -> None:
-        keys = [self._d(name, k) for k in ("state", "override", "nodes", "events", "nx", "hbt", "hbs", "hbn", "hbx")]
+        keys = [self._d(name, k) for k in ("state", "override", "nodes", "events", "nx", "hbt", "hbs", "hbn", "hbx",
+                                           "wanted")]
         keys += list(self.r.scan_iter(match=self._d(name, "hb", "*"), count=1000))
         pipe = self.r.pipeline()
         pipe.hdel(self._k("domains"), name)
@@ -289,6 +299,26 @@ class Store:
             self.r.delete(self._d(domain, "override"))
         else:
             self.r.set(self._d(domain, "override"), str(size))
+
+    # -- named nodes (a Slurm domain: the nodes slurmctld asked to power up) ------------------
+    def want(self, domain: str, names: Iterable[str], now: float) -> None:
+        """Ask for a worker under each of ``names`` (kept if already asked); durable once this returns."""
+        mapping = {n: repr(now) for n in names}
+        if mapping:
+            pipe = self.r.pipeline()
+            for name, value in mapping.items():
+                pipe.hsetnx(self._d(domain, "wanted"), name, value)
+            pipe.execute()
+
+    def unwant(self, domain: str, names: Iterable[str]) -> None:
+        """No worker is wanted under ``names`` any more (powered down, or given up)."""
+        names = list(names)
+        if names:
+            self.r.hdel(self._d(domain, "wanted"), *names)
+
+    def wanted(self, domain: str) -> dict[str, float]:
+        """The names a worker is wanted under, and since when; malformed entries are left out."""
+        return _wanted(self.r.hgetall(self._d(domain, "wanted")))
 
     # -- nodes ------------------------------------------------------------------------
     def nodes(self, domain: str) -> list[NodeRecord]:
@@ -605,6 +635,7 @@ class MemoryStore(Store):
         self._domains: dict[str, DomainSpec] = {}
         self._states: dict[str, DomainState] = {}
         self._overrides: dict[str, int] = {}
+        self._wanted: dict[str, dict[str, float]] = {}
         self._nodes: dict[str, dict[str, NodeRecord]] = {}
         self._ordered: dict[str, bool] = {}  # False once a record arrives out of creation order
         self._last_created: dict[str, float] = {}
@@ -634,7 +665,7 @@ class MemoryStore(Store):
 
     def delete_domain(self, name: str) -> None:
         tables: list[dict[str, Any]] = [self._domains, self._states, self._overrides, self._nodes,
-                                        self._ordered, self._last_created, self._hb, self._events]
+                                        self._ordered, self._last_created, self._hb, self._events, self._wanted]
         for table in tables:
             table.pop(name, None)
 
@@ -653,6 +684,18 @@ class MemoryStore(Store):
             self._overrides.pop(domain, None)
         else:
             self._overrides[domain] = int(size)
+
+    def want(self, domain: str, names: Iterable[str], now: float) -> None:
+        table = self._wanted.setdefault(domain, {})
+        for name in names:
+            table.setdefault(name, float(now))
+
+    def unwant(self, domain: str, names: Iterable[str]) -> None:
+        for name in names:
+            self._wanted.get(domain, {}).pop(name, None)
+
+    def wanted(self, domain: str) -> dict[str, float]:
+        return dict(self._wanted.get(domain, {}))
 
     # -- nodes ------------------------------------------------------------------------
     def nodes(self, domain: str) -> list[NodeRecord]:
@@ -950,3 +993,17 @@ def _heartbeat(raw: dict[str, str], when: float) -> Heartbeat:
         preempt_notice=_number(raw.get("preempt_notice")),
         drained=raw.get("drained") == "1",
     )
+
+
+def _wanted(raw: Mapping[Any, Any]) -> dict[str, float]:
+    """Wanted names read back from Redis: only names a node may have and finite times (untrusted input)."""
+    out: dict[str, float] = {}
+    for key, value in raw.items():
+        name = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+        try:
+            since = float(value)
+        except (TypeError, ValueError):
+            continue
+        if ID_RE.fullmatch(name) and math.isfinite(since):
+            out[name] = since
+    return out

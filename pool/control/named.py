@@ -1,0 +1,56 @@
+"""Named domains: workers wanted under names the workload chose (the Slurm node names slurmctld asked
+to power up), reconciled by name rather than by count.
+
+The observation's ``wanted`` maps each name to when it was asked for. A name with no live worker
+gets one (placed across the sites like any launch, in the order asked, up to the domain's max);
+a live worker whose name is no longer wanted is terminated (slurmctld powers down only idle nodes).
+Pure, like the rest of the plan. Imports ``pool.control``, ``pool.core`` and ``policies.placement``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pool.control.decider import _launch, _site_slots, _withdraw_stuck
+from pool.control.draft import Draft, S
+from pool.core.model import Decision, DomainState, NodeRecord
+
+
+def decide_named(d: Draft) -> Decision:
+    """One worker per wanted name, at most the domain's max."""
+    wanted, spec = d.obs.wanted or {}, d.obs.spec
+    names = sorted(wanted, key=lambda n: (wanted[n], n))
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    capped = f"; max {spec.max}" if len(names) > spec.max else ""
+    return Decision(min(len(names), spec.max), f"{len(names)} node(s) wanted by name{': ' + shown if shown else ''}"
+                    f"{capped}", {"wanted": float(len(names))})
+
+
+def scale_named(d: Draft, decision: Decision, state: DomainState, live: list[NodeRecord], *,
+                new_ids: Callable[[str], tuple[str, str]]) -> tuple[list[NodeRecord], set[str]]:
+    """Launch records for wanted names without a live worker; end live workers no longer wanted."""
+    wanted, spec, t = d.obs.wanted or {}, d.obs.spec, d.obs.spec.timeouts
+    slots = _site_slots(d)
+    live, slots = _withdraw_stuck(d, live, slots)
+    launches = [n.copy() for n in live if n.state == S.REQUESTED]
+    keep: list[NodeRecord] = []
+    for rec in live:
+        if rec.name in wanted:
+            keep.append(rec)
+            continue
+        if rec in launches:
+            launches.remove(rec)
+        if rec.state is S.REQUESTED and rec.provider_id is None:
+            d.move(rec, S.TERMINATED, "withdrawn before launch: no longer wanted")
+        else:
+            d.kill(rec, S.TERMINATING, f"{rec.name or 'unnamed'}: no longer wanted (powered down)",
+                   grace=t.terminate_grace)
+        state.last_scale_down = d.now
+    held = {rec.name for rec in keep}
+    missing = sorted((n for n in wanted if n not in held), key=lambda n: (wanted[n], n))
+    room = max(0, spec.max - len(keep))
+    fresh: set[str] = set()
+    if missing[:room] and _launch(d, len(missing[:room]), slots, decision, launches, fresh, new_ids,
+                                  names=list(missing[:room])):
+        state.last_scale_up = d.now
+    return launches, fresh
