@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
-ORDER = ["reaction", "drain", "overhead", "popkill", "tts", "tick", "faults", "chaos", "spark", "scalein", "policies",
+ORDER = ["reaction", "drain", "overhead", "popkill", "tts", "tick", "faults", "chaos", "spark", "condor", "scalein", "policies",
          "policies-sweep", "simulator", "fuzz"]
 TITLES = {
     "reaction": "Reaction to a burst (`make bench-reaction`)",
     "drain": "Elastic vs fixed pool on two bursts (`make bench-drain`)",
     "overhead": "Throughput overhead of a pool-managed worker (`make bench-overhead`)",
     "spark": "Elastic Spark domain vs a static cluster (`make bench-spark`)",
+    "condor": "Elastic HTCondor domain vs 6 static startds on two bursts of jobs (`make bench-condor`)",
     "scalein": ("Scale-in while workers hold long tasks: tasks restarted, busy workers killed and worker-seconds, "
                 "side by side with a baseline revision (`make bench-scalein`)"),
     "policies": "Decision quality of policies on synthetic traces (`make bench-policies`)",
@@ -54,11 +55,57 @@ def section(name: str, data: dict[str, Any]) -> list[str]:
         for k, v in data.items():
             if isinstance(v, (int, float, str)) and k not in ("date", "benchmark"):
                 lines.append(f"| {k} | {fmt(v)} |")
+    render = RENDERERS.get(name)
+    if render is not None:
+        lines += ["", *render(data)]
     extra = data.get("markdown")
     if extra:
         lines += ["", extra]
     lines.append("")
     return lines
+
+
+def condor(data: dict[str, Any]) -> list[str]:
+    """bench/condor.py: the static and the elastic domain side by side, per run and per burst."""
+    static, elastic = data.get("static") or {}, data.get("elastic") or {}
+    setup = data.get("setup") or {}
+    lines = [f"{setup.get('jobs', '?')} jobs of {setup.get('job_seconds', '?')} s in {setup.get('bursts', '?')} "
+             f"bursts {fmt(setup.get('gap_s', '?'))} s apart; static: {setup.get('static', '?')}; elastic: "
+             f"{setup.get('elastic', '?')}, scaling {json.dumps(setup.get('scaling', {}))}. A startd counts "
+             "from its launch request until it is terminated.", "",
+             "| | static | elastic | elastic / static |", "|---|---|---|---|"]
+
+    def pair(label: str, key: str, with_ratio: bool = False) -> None:
+        s, e = static.get(key), elastic.get(key)
+        r = fmt(round(e / s, 3)) if with_ratio and isinstance(s, (int, float)) and isinstance(e, (int, float)) \
+            and s else ""
+        lines.append(f"| {label} | {fmt(s) if s is not None else '-'} | {fmt(e) if e is not None else '-'} | {r} |")
+
+    pair("makespan, s (first submit to last job's end)", "makespan_s", True)
+    pair("slot-seconds (live startds, sampled)", "slot_seconds", True)
+    pair("slot-seconds (node records' history)", "slot_seconds_from_records", True)
+    pair("job-seconds (the jobs' own sleeps)", "job_seconds")
+    pair("peak startds", "peak_startds")
+    pair("startds launched", "startds_launched")
+    pair("launches failed", "launches_failed")
+    pair("jobs done", "jobs_done")
+    pair("jobs lost", "lost")
+    pair("jobs started more than once", "started_more_than_once")
+    pair("back to 0 startds, s after the last job", "back_to_zero_s")
+    for i, (sb, eb) in enumerate(zip(static.get("bursts", []), elastic.get("bursts", [])), 1):
+        for label, key in (("submitted, s after the first", "submitted_s"),
+                           ("live startds at its submission", "live_startds_at_submit"),
+                           ("its last job's end, s after its submission", "last_job_end_s"),
+                           ("first new startd: launch requested, s", "first_new_launch_request_s"),
+                           ("first new startd: joined, s", "first_new_joined_s"),
+                           ("first job on a new startd, s", "time_to_first_new_claim_s")):
+            s, e = sb.get(key), eb.get(key)
+            lines.append(f"| burst {i}: {label} | {fmt(s) if s is not None else '-'} | "
+                         f"{fmt(e) if e is not None else '-'} | |")
+    return lines
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {"condor": condor}
 
 
 def main() -> None:
