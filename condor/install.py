@@ -9,7 +9,7 @@ daemon and job under it, exactly like a machine that is gone. Inside the chroot 
 absolute path leads back to its root, so a directory under it has the same path inside and out
 (the submit client checks ``initialdir`` outside, the schedd uses it inside).
 
-Imports the standard library only. ``python -m condor.install`` builds the chroot when missing.
+Imports ``pool.state.procs`` and the standard library. ``python -m condor.install`` builds the chroot when missing.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from pool.state.procs import in_pid_namespace
 
 SUITE = "trixie"
 PACKAGE = "minicondor"
@@ -145,25 +147,14 @@ def _link_same_path(tmp: Path, root: Path) -> None:
     inner.symlink_to("/")
 
 
-#: Init of the namespace: stays root (a change of user would clear its parent-death signal), runs
-#: the master as a child, and passes SIGTERM on to it (a clean stop: the daemons withdraw their ads).
-NS_INIT = """"$@" &
-child=$!
-trap 'kill -TERM $child 2>/dev/null' TERM INT
-code=0
-while kill -0 $child 2>/dev/null; do wait $child; code=$?; done
-exit $code"""
-
-
 def daemon_command(root: Path, config: str, *, env: dict[str, str] | None = None) -> list[str]:
     """``condor_master -f`` with config file ``config`` (a path inside the chroot), as :data:`USER`,
     under the init of a new pid namespace that dies with its parent (``--kill-child``), /proc its own."""
     assignments = [f"{k}={v}" for k, v in sorted((env or {}).items())]
-    return ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--mount", "--propagation", "private",
-            f"--mount-proc={root / 'proc'}", "/bin/sh", "-c", NS_INIT, "ns-init",
-            "chroot", f"--userspec={USER}:{USER}", str(root),
-            "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/bin", f"HOME=/home/{USER}",
-            f"CONDOR_CONFIG={config}", *assignments, "condor_master", "-f"]
+    return in_pid_namespace(["chroot", f"--userspec={USER}:{USER}", str(root),
+                             "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/bin", f"HOME=/home/{USER}",
+                             f"CONDOR_CONFIG={config}", *assignments, "condor_master", "-f"],
+                            proc=str(root / "proc"))
 
 
 def own(path: Path, root: Path) -> None:

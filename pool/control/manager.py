@@ -38,7 +38,7 @@ from pool.core.model import (
     Reading,
     UnknownPlugin,
 )
-from pool.sites.provisioner import Provisioner, SiteNode
+from pool.sites.provisioner import Provisioner, RetryableError, SiteNode
 from pool.state.leases import ROLES, Lease, LeaseLost, Leases
 from pool.state.redisserver import broker_url_for
 from pool.state.store import FencedWrite, Store
@@ -294,6 +294,11 @@ class Manager:
             "heartbeat_interval": f"{spec.timeouts.heartbeat_interval:g}",
         })
         attrs.update(self.context.get(spec.name, {}))
+        missing = [a for a in workload.deployable_type.required if a not in attrs]
+        waiting = [type(s).__name__ for s in self.services if s.applies(spec)]
+        if missing and waiting:  # a central manager or master still starting: launched once it is up
+            raise RetryableError(f"domain {spec.name}: waiting for {', '.join(waiting)} (missing "
+                                 f"{', '.join(missing[:4])})", delay=2.0)
         return attrs
 
     def _still_leader(self) -> None:

@@ -52,3 +52,22 @@ def children(pid: int) -> list[int]:
             with contextlib.suppress(OSError, ValueError):
                 found.extend(int(p) for p in Path(task.path, "children").read_text().split())
     return found
+
+
+#: Init of a pid namespace that outlives nothing it runs: it stays as it was started (a change of
+#: user would clear its parent-death signal), runs ``"$@"`` as a child, and passes SIGTERM on to it.
+NS_INIT = """"$@" &
+child=$!
+trap 'kill -TERM $child 2>/dev/null' TERM INT
+code=0
+while kill -0 $child 2>/dev/null; do wait $child; code=$?; done
+exit $code"""
+
+
+def in_pid_namespace(argv: list[str], *, proc: str | None = None) -> list[str]:
+    """``argv`` under the init of a new pid namespace that dies with its parent, even by SIGKILL
+    (``unshare --kill-child``): the kernel then kills everything in it, like a machine that is gone.
+    ``proc``: where to mount the namespace's own /proc (default: /proc in a private mount namespace)."""
+    mount = f"--mount-proc={proc}" if proc else "--mount-proc"
+    return ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--mount", "--propagation", "private", mount,
+            "/bin/sh", "-c", NS_INIT, "ns-init", *argv]
