@@ -21,6 +21,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure-rabbitmq.sh
 	$(BIN)/python -m condor.install --if-possible
+	bash slurm/ensure-slurm.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)
@@ -31,7 +32,7 @@ condor-root: $(STAMP)
 	$(BIN)/python -m condor.install
 
 lint: $(STAMP)
-	$(BIN)/ruff check pool sensors policies spark condor tests bench examples
+	$(BIN)/ruff check pool sensors policies spark condor slurm tests bench examples
 	$(BIN)/mypy
 
 BENCHES := reaction drain overhead popkill tts faults chaos policies spark condor scalein simulator fuzz

@@ -10,6 +10,7 @@ ALIASES: dict[str, str] = {
     "celery": "sensors.celery:CeleryQueueSensor",
     "spark": "sensors.spark:SparkTasksSensor",
     "condor": "sensors.condor:CondorIdleSensor",
+    "slurm": "sensors.slurm:SlurmQueueSensor",
     "sim_queue": "sensors.simqueue:SimQueueSensor",
 }
 

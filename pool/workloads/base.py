@@ -24,6 +24,7 @@ ALIASES: dict[str, str] = {
     "celery": "pool.workloads.celery:Celery",
     "spark": "spark.workload:Spark",
     "condor": "condor.workload:Condor",
+    "slurm": "slurm.workload:Slurm",
 }
 #: The deployable type of a domain whose spec names none.
 DEFAULT_TYPE = "celery-worker"

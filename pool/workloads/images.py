@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 #: Attributes that are rendered into user-data only, never into records, events or status.
-SECRET_ATTRIBUTES = frozenset({"redis_url", "broker", "pool_password"})
+SECRET_ATTRIBUTES = frozenset({"redis_url", "broker", "pool_password", "munge_key"})
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,52 @@
+"""What a slurm-node domain's workers need from the manager's machine: the cluster's munge key and
+slurm.conf, put by the operator in ``{state}/slurm/<domain>/`` (``munge.key`` mode 0600 or 0400,
+``slurm.conf``): a spec never names a file on this machine. The key travels only in the attribute
+bag, masked wherever it is shown. Imports ``pool.core``, ``pool.state`` and the rest of ``slurm``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from pathlib import Path
+
+from pool.core.model import DomainSpec
+from pool.core.secrets import remember
+from pool.state.redisserver import state_dir
+from slurm.spec import SlurmSpec, slurm_spec
+
+#: slurm.conf read for the workers: at most this many bytes
+CONF_MAX = 256 * 1024
+
+
+def files_dir(domain: str) -> Path:
+    return state_dir() / "slurm" / domain
+
+
+class SlurmService:
+    """A :class:`pool.workloads.base.DomainService` for slurm-node domains (nothing to run: it reads)."""
+
+    def applies(self, spec: DomainSpec) -> bool:
+        return isinstance(spec.block, SlurmSpec)
+
+    def ensure(self, spec: DomainSpec, now: float) -> Mapping[str, str]:
+        directory = files_dir(spec.name)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key_path, conf_path = directory / "munge.key", directory / "slurm.conf"
+        try:
+            key = key_path.read_bytes()
+            conf = conf_path.read_bytes()[: CONF_MAX + 1]
+        except OSError as exc:
+            raise RuntimeError(f"domain {spec.name}: put the cluster's munge key in {key_path} (mode 0600) and its "
+                               f"slurm.conf in {conf_path} ({exc.strerror or exc}: {exc.filename})") from None
+        if key_path.stat().st_mode & 0o077:
+            raise RuntimeError(f"{key_path} is readable by others: chmod 600 it")
+        if len(conf) > CONF_MAX or not key:
+            raise RuntimeError(f"{conf_path} is larger than {CONF_MAX} bytes" if key else f"{key_path} is empty")
+        encoded = base64.b64encode(key).decode()
+        remember(encoded)
+        return {"munge_key": encoded, "slurm_conf": base64.b64encode(conf).decode(),
+                "bridge_netns": slurm_spec(spec).bridge_netns or ""}
+
+    def stop(self, spec: DomainSpec) -> None:
+        """Nothing runs here for the domain."""
