@@ -7,6 +7,8 @@ bag, masked wherever it is shown. Imports ``pool.core``, ``pool.state`` and the 
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -50,3 +52,20 @@ class SlurmService:
 
     def stop(self, spec: DomainSpec) -> None:
         """Nothing runs here for the domain."""
+
+
+def scontrol(spec: DomainSpec, *argv: str, timeout: float = 10.0) -> str:
+    """``scontrol ARGV`` against the domain's cluster (its slurm.conf from the state directory, in
+    ``slurm.client_netns`` when set); its output, or RuntimeError with scontrol's first line."""
+    netns = slurm_spec(spec).client_netns
+    prefix = ["nsenter", f"--net=/run/netns/{netns}", "--"] if netns else []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["SLURM_CONF"] = str(files_dir(spec.name) / "slurm.conf")
+    try:
+        done = subprocess.run([*prefix, "scontrol", *argv], capture_output=True, text=True, env=env, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(f"scontrol {argv[0] if argv else ''}: {exc}") from None
+    if done.returncode != 0:
+        first = (done.stderr.strip().splitlines() or ["no output"])[0][:200]
+        raise RuntimeError(f"scontrol {' '.join(argv[:2])} exited with {done.returncode}: {first}")
+    return done.stdout

@@ -32,6 +32,10 @@ class SlurmSpec(WorkloadSpec):
     suspend_time: float = Field(60.0, ge=1, le=SECONDS_MAX, description="SuspendTime: idle seconds before power down")
     resume_timeout: float | None = Field(
         None, ge=1, le=SECONDS_MAX, description="ResumeTimeout (default: the domain's boot timeout plus 30 s)")
+    client_netns: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        description="run scontrol and squeue in this network namespace (where slurmctld is reachable); "
+                    "default: this machine's own network")
     bridge_netns: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
         description="local site: the network namespace whose bridge br0 each node's own namespace joins "

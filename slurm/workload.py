@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from pool.core.model import DomainSpec, SpecBlock
 from pool.workloads.base import DomainService, NodeSide
 from pool.workloads.images import AGENT_PREAMBLE, DeployableType
-from slurm.spec import SlurmSpec, slurm_defaults
+from slurm.spec import SlurmSpec, slurm_defaults, slurm_spec
 
 SLURM_NODE = DeployableType(
     name="slurm-node",
@@ -43,7 +43,23 @@ class Slurm:
         return {}  # the key and the configuration come from the Slurm service
 
     def sensor_defaults(self, spec: DomainSpec, *, broker: str) -> dict[str, Any]:
-        return {"domain": spec.name}
+        from slurm.service import files_dir
+
+        sl = slurm_spec(spec)
+        out: dict[str, Any] = {"domain": spec.name, "partition": sl.partition,
+                               "conf": str(files_dir(spec.name) / "slurm.conf")}
+        if sl.client_netns:
+            out["netns"] = sl.client_netns
+        return out
+
+    def node_failed(self, spec: DomainSpec, name: str, why: str) -> None:
+        """A node's worker failed before joining: DOWN with the reason, then powered down, so slurmctld
+        requeues its job and asks again (another node), instead of waiting out ResumeTimeout."""
+        from slurm.service import scontrol
+
+        reason = "elastic-pool: " + "".join(ch if ch.isalnum() or ch in " .,:-_()" else " " for ch in why)[:180]
+        scontrol(spec, "update", f"nodename={name}", "state=DOWN", f"reason={reason}")
+        scontrol(spec, "update", f"nodename={name}", "state=POWER_DOWN_FORCE")
 
     def check(self, spec: DomainSpec) -> None:
         if spec.max == 0:

@@ -63,5 +63,5 @@ def test_the_control_loop_and_the_core_name_no_workload(package: str) -> None:
     spec blocks (`celery:`, `spark:`) belong to the workloads, not to the core's spec."""
     for path in modules(package):
         text = path.read_text().lower()
-        for word in ("celery", "spark", "condor"):
+        for word in ("celery", "spark", "condor", "slurm"):
             assert word not in text, f"{path.relative_to(ROOT)} names {word}"

@@ -45,14 +45,14 @@ def _wrappers(directory: Path, programs: dict[str, Path]) -> dict[str, Path]:
 
 
 @contextlib.contextmanager
-def slurm_pool(store: Store, redis_url: str, pool_home: Path, *, nodes: int = 2,
-               suspend_time: int = 5) -> Iterator[tuple[Any, RunningManager, str]]:
+def slurm_pool(store: Store, redis_url: str, pool_home: Path, *, nodes: int = 2, suspend_time: int = 5,
+               extra_conf: str = "", boot: float = 60) -> Iterator[tuple[Any, RunningManager, str]]:
     """A Slurm cluster whose power saving is the pool, and a manager running its slurm-node domain."""
     programs = write_programs("hpc", redis_url=redis_url, namespace=store.ns)
     wrappers = _wrappers(pool_home, programs)
     with daemons.SlurmCluster(nodes=nodes, resume_program=wrappers["resume"], suspend_program=wrappers["suspend"],
                               resume_fail_program=wrappers["resume-fail"], suspend_time=suspend_time,
-                              resume_timeout=60) as cluster:
+                              resume_timeout=60, extra_conf=extra_conf) as cluster:
         files = files_dir("hpc")
         files.mkdir(parents=True, exist_ok=True)
         assert cluster.munge_dir is not None
@@ -61,9 +61,9 @@ def slurm_pool(store: Store, redis_url: str, pool_home: Path, *, nodes: int = 2,
         (files / "slurm.conf").write_text(cluster.conf_text())
         spec = {"name": "hpc", "deployable_type": "slurm-node", "max": nodes,
                 "slurm": {"controller": daemons.CONTROLLER_ADDRESS, "bridge_netns": cluster._network.bridge_ns,
-                          "suspend_time": suspend_time, "node_prefix": "cloud"},
-                "sensor": {"name": "slurm", "netns": cluster.controller_ns, "conf": str(cluster.conf_path)},
-                "timeouts": {"heartbeat_interval": 1, "heartbeat_timeout": 15, "boot": 60, "terminate_grace": 5}}
+                          "suspend_time": suspend_time, "node_prefix": "cloud",
+                          "client_netns": cluster.controller_ns},
+                "timeouts": {"heartbeat_interval": 1, "heartbeat_timeout": 15, "boot": boot, "terminate_grace": 5}}
         store.put_domain(parse_domain_spec(spec))
         driver = LocalNodeDriver(ex_state_dir=str(pool_home / "sites" / "local"))
         manager = Manager(store=store, provisioner=Provisioner({"local": driver}), redis_url=redis_url,
@@ -111,3 +111,97 @@ def test_sbatch_on_a_powered_down_partition_runs_on_a_pool_worker_then_it_goes(
         for args in (["show", domain], ["show", domain, "--json"]):
             shown = CliRunner().invoke(cli, args, env=env)
             assert shown.exit_code == 0 and encoded not in shown.output, shown.output
+
+
+def _job_field(cluster: Any, job: str, name: str) -> str:
+    shown = cluster.run("scontrol", "-o", "show", "job", job, check=False).stdout
+    return dict(w.split("=", 1) for w in shown.split() if "=" in w).get(name, "")
+
+
+def test_a_sigkilled_worker_under_a_running_requeue_job_loses_no_job(store: Store, redis_url: str,
+                                                                      pool_home: Path) -> None:
+    with slurm_pool(store, redis_url, pool_home, extra_conf="SlurmdTimeout=5") as (cluster, rm, domain):
+        out = cluster.directory / "out" / "job-%j.out"
+        job = cluster.run("sbatch", "--parsable", "--requeue", "-N", "1", "-o", str(out), "--open-mode=append",
+                          "--wrap", "echo start; sleep 8; echo done").stdout.strip()
+        done = cluster.directory / "out" / f"job-{job}.out"
+        rm.wait(lambda: done.is_file() and "start" in done.read_text(), 120, "the job to start")
+        rm.wait(lambda: len(rm.live(domain, S.JOINED)) == 1, 30, "the worker to have joined")
+        [worker] = rm.live(domain, S.JOINED)
+        [machine] = [n for n in rm.driver.list_nodes() if n.id == worker.provider_id]
+        rm.driver.ex_preempt(machine)  # SIGKILL: agent, munged, slurmd and the job with them
+        rm.wait(lambda: "done" in done.read_text(), 240, "the job to run again and complete")
+        assert done.read_text().count("start") >= 2 and _job_field(cluster, job, "Restarts") not in ("", "0")
+        assert worker.node_id not in {n.node_id for n in rm.live(domain)}  # its machine was replaced
+
+
+def test_the_spark_tutorial_batch_file_runs_end_to_end(store: Store, redis_url: str, pool_home: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    import sys
+
+    pytest.importorskip("pyspark")
+    from tests.conftest import ROOT as REPO
+
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")  # spark-submit
+    with slurm_pool(store, redis_url, pool_home) as (cluster, rm, domain):
+        work = cluster.directory / "tutorial"
+        shutil.copytree(REPO / "examples" / "slurm", work)
+        job = cluster.run("sbatch", "--parsable", "--chdir", str(work), str(work / "spark-pi.sbatch"),
+                          timeout=60).stdout.strip()
+        out = work / f"spark-pi_{job}.out"
+        rm.wait(lambda: out.is_file() and "pi is roughly 3.1" in out.read_text(), 240,
+                "the Spark job to print its estimate")
+        assert _job_field(cluster, job, "JobName") == "spark-pi"
+
+
+def test_pool_slurm_config_prints_the_lines_and_writes_private_programs(store: Store, redis_url: str,
+                                                                        pool_home: Path) -> None:
+    from click.testing import CliRunner
+
+    from pool.cli.commands import main as cli
+
+    store.put_domain(parse_domain_spec({"name": "hpc", "deployable_type": "slurm-node", "max": 4,
+                                        "slurm": {"controller": "ctl", "node_prefix": "cloud", "cpus": 2}}))
+    env = {"REDIS_URL": redis_url, "POOL_NAMESPACE": store.ns}
+    out = CliRunner().invoke(cli, ["slurm", "config", "hpc"], env=env)
+    assert out.exit_code == 0, out.output
+    assert "NodeName=cloud[1-4] CPUs=2 RealMemory=1024 State=CLOUD" in out.output
+    assert "PartitionName=cloud Nodes=cloud[1-4]" in out.output and "ResumeTimeout=150" in out.output
+    resume = files_dir("hpc") / "resume"
+    assert f"ResumeProgram={resume}" in out.output and (resume.stat().st_mode & 0o777) == 0o700
+    assert redis_url.split("@")[0].split(":")[-1] not in out.output  # the store's password stays in the file
+    bad = CliRunner().invoke(cli, ["slurm", "resume", "cloud[1-", "--domain", "hpc"], env=env)
+    assert bad.exit_code == 2 and "unbalanced brackets" in bad.output
+    ok = CliRunner().invoke(cli, ["slurm", "resume", "cloud[1-2]", "--domain", "hpc"], env=env)
+    assert ok.exit_code == 0 and set(store.wanted("hpc")) == {"cloud1", "cloud2"}
+
+
+def test_a_worker_that_never_boots_sets_its_node_down_and_the_job_runs_on_another(
+        store: Store, redis_url: str, pool_home: Path) -> None:
+    import hashlib
+    import subprocess
+
+    with slurm_pool(store, redis_url, pool_home, boot=15) as (cluster, rm, domain):
+        # cloud1's worker cannot make its network (its veth name is taken): it dies before it joins
+        veth = "v" + hashlib.sha256(b"cloud1").hexdigest()[:12]
+        subprocess.run(["ip", "-n", cluster._network.bridge_ns, "link", "add", veth, "type", "veth", "peer", "name",
+                        "taken"], check=True)
+        out = cluster.directory / "out" / "job-%j.out"
+        job = cluster.run("sbatch", "--parsable", "-N", "1", "-o", str(out), "--wrap",
+                          "echo node=$SLURM_JOB_NODELIST").stdout.strip()
+        done = cluster.directory / "out" / f"job-{job}.out"
+        rm.wait(lambda: bool(store.events(domain, count=500, kind="named_failed")), 60, "the pool to give cloud1 up")
+        assert [e["name"] for e in store.events(domain, count=500, kind="named_failed")] == ["cloud1"]
+
+        def node_state() -> str:
+            shown = cluster.run("scontrol", "-o", "show", "node", "cloud1").stdout
+            return dict(w.split("=", 1) for w in shown.split() if "=" in w).get("State", "") + " " + shown
+
+        rm.wait(lambda: "POWERED_DOWN" in node_state(), 60, "cloud1 powered down, not stuck down~")
+        assert "Reason=elastic-pool: " in node_state()  # said to Slurm, with the reason (gone, or boot timeout)
+        assert _job_field(cluster, job, "Restarts") == "1" and _job_field(cluster, job, "JobState") == "PENDING"
+        # the fault was the machine's: gone, and an impatient admin lets the requeued job start now
+        subprocess.run(["ip", "-n", cluster._network.bridge_ns, "link", "delete", veth], check=True)
+        cluster.run("scontrol", "update", f"jobid={job}", "StartTime=now")
+        rm.wait(lambda: done.is_file() and "node=" in done.read_text(), 120, "the requeued job to run")

@@ -45,6 +45,8 @@ SPARK_BASE: dict[str, Any] = {"name": "probe", "max": 4, "deployable_type": "spa
                               "sites": [{"name": "local"}]}
 CONDOR_BASE: dict[str, Any] = {"name": "probe", "max": 4, "deployable_type": "condor-startd", "condor": {},
                                "sites": [{"name": "local"}]}
+SLURM_BASE: dict[str, Any] = {"name": "probe", "max": 4, "deployable_type": "slurm-node",
+                              "slurm": {"controller": "ctl"}, "sites": [{"name": "local"}]}
 SECRET = "s3cretPW-probe"
 LINE_MAX = 600
 
@@ -93,7 +95,7 @@ def spec_models(model: type[BaseModel] | None = None) -> set[type[BaseModel]]:
 
 
 def base_for(path: tuple[Any, ...]) -> dict[str, Any]:
-    return copy.deepcopy({"spark": SPARK_BASE, "condor": CONDOR_BASE}.get(path[0], CELERY_BASE))
+    return copy.deepcopy({"spark": SPARK_BASE, "condor": CONDOR_BASE, "slurm": SLURM_BASE}.get(path[0], CELERY_BASE))
 
 
 def with_value(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
@@ -113,7 +115,7 @@ def field_id(path: tuple[Any, ...]) -> str:
 
 
 #: the blocks the built-in workloads own (`celery:`, `spark:`): validated by their models
-BLOCKS = {w.spec_block.key: w.spec_block.model for w in map(load_workload, ("celery", "spark", "condor"))
+BLOCKS = {w.spec_block.key: w.spec_block.model for w in map(load_workload, ("celery", "spark", "condor", "slurm"))
           if w.spec_block is not None}
 FIELDS = list(spec_fields()) + [f for key, model in BLOCKS.items() for f in spec_fields(model, (key,))]
 FLOATS = [(p, info) for p, ann, info in FIELDS if ann is float]
@@ -171,7 +173,8 @@ def _cases() -> Iterator[Any]:
     yield pytest.param(b"a: &a [1, *a]\n", "alias", id="recursive-alias")
     for name in sorted(RESERVED_ATTRIBUTES):
         yield pytest.param(_dump({**CELERY_BASE, "attributes": {name: "x"}}), "reserved", id=f"attribute-{name}")
-    for workload, base in (("celery", CELERY_BASE), ("spark", SPARK_BASE), ("condor", CONDOR_BASE)):
+    for workload, base in (("celery", CELERY_BASE), ("spark", SPARK_BASE), ("condor", CONDOR_BASE),
+                           ("slurm", SLURM_BASE)):
         block = load_workload(workload).spec_block
         assert block is not None
         for name in sorted(block.reserved - RESERVED_ATTRIBUTES):
@@ -298,7 +301,7 @@ def test_every_spec_model_is_strict_and_bounded() -> None:
 
 def test_reserved_attributes_cover_everything_the_pool_sets() -> None:
     assert set(re.findall(r"\$\{(\w+)\}", AGENT_PREAMBLE)) <= RESERVED_ATTRIBUTES  # every worker's
-    for name in ("celery", "spark", "condor"):
+    for name in ("celery", "spark", "condor", "slurm"):
         workload = load_workload(name)
         assert workload.spec_block is not None
         reserved = RESERVED_ATTRIBUTES | workload.spec_block.reserved

@@ -74,7 +74,7 @@ def test_a_workload_from_the_registry_runs_end_to_end(shell_manager: RunningMana
 def test_an_unknown_deployable_type_lists_the_valid_ones() -> None:
     from pool.core.model import UnknownPlugin
 
-    with pytest.raises(UnknownPlugin, match="unknown deployable type 'gpu-worker'; valid: celery-worker, condor-startd, spark-worker"):
+    with pytest.raises(UnknownPlugin, match="unknown deployable type 'gpu-worker'; valid: celery-worker, condor-startd, slurm-node, spark-worker"):
         deployable_type("gpu-worker")
 
 

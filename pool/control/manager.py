@@ -288,7 +288,7 @@ class Manager:
             "namespace": self.store.ns,
             "domain": spec.name,
             "node_id": rec.node_id,
-            "node_name": rec.name or rec.node_id,  # the workload's name for it (a Slurm node name)
+            "node_name": rec.name or rec.node_id,  # the workload's name for it (a batch scheduler's node name)
             "launch_id": rec.launch_id,
             "broker": self.broker_for(spec),
             "heartbeat_interval": f"{spec.timeouts.heartbeat_interval:g}",
@@ -328,7 +328,24 @@ class Manager:
                                  provider_id=term.provider_id, site=term.site or spec.site))
         store.put_nodes([*plan.changed, *fresh], work=work)
         self._record(plan, spec, store=store, now=now, events=plan.events)
+        self._named_failed(plan, spec, store=store)
         return len(work)
+
+    def _named_failed(self, plan: Plan, spec: DomainSpec, *, store: Store) -> None:
+        """Names whose worker failed before joining: dropped, and the workload told (a batch scheduler marks the
+        node DOWN with the reason and powers it down, so its job is requeued, not stuck)."""
+        failed = [(data["name"], str(data.get("why", ""))) for kind, data in plan.events if kind == "named_failed"]
+        if not failed:
+            return
+        store.unwant(spec.name, [name for name, _ in failed])
+        hook = getattr(workload_for_type(spec.deployable_type), "node_failed", None)
+        for name, why in failed:
+            if hook is None:
+                continue
+            try:
+                hook(spec, name, why)
+            except Exception as exc:  # reported; the scheduler's own timeout still applies
+                store.record(spec.name, "error", self.clock(), what="node_failed", node=name, error=error_text(exc))
 
     def _record(self, plan: Plan, spec: DomainSpec, *, store: Store, now: float,
                 events: Iterable[tuple[str, dict[str, Any]]]) -> None:

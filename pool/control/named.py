@@ -1,9 +1,9 @@
-"""Named domains: workers wanted under names the workload chose (the Slurm node names slurmctld asked
+"""Named domains: workers wanted under names the workload chose (the node names a batch scheduler asked
 to power up), reconciled by name rather than by count.
 
 The observation's ``wanted`` maps each name to when it was asked for. A name with no live worker
 gets one (placed across the sites like any launch, in the order asked, up to the domain's max);
-a live worker whose name is no longer wanted is terminated (slurmctld powers down only idle nodes).
+a live worker whose name is no longer wanted is terminated (a scheduler powers down only idle nodes).
 Pure, like the rest of the plan. Imports ``pool.control``, ``pool.core`` and ``policies.placement``.
 """
 
@@ -26,6 +26,26 @@ def decide_named(d: Draft) -> Decision:
                     f"{capped}", {"wanted": float(len(names))})
 
 
+#: A launch withdrawn from a site that is full or broken, to be placed on another (not a failure).
+WITHDRAWN = "not launched: site"
+
+
+def _given_up(d: Draft) -> set[str]:
+    """Wanted names whose worker failed before joining since they were asked for (a boot timeout, a
+    failed launch): not launched again under the same request. A ``named_failed`` event says so once;
+    the manager then drops the name and the workload tells its scheduler (the node goes DOWN
+    with the reason and is powered down, so the job is requeued and placed again)."""
+    wanted, out = d.obs.wanted or {}, set[str]()
+    for rec in d.nodes.values():
+        if rec.name is None or rec.name not in wanted or rec.since < wanted[rec.name]:
+            continue
+        ended = rec.state in (S.FAILED, S.UNHEALTHY, S.TERMINATED) and rec.entered(S.JOINED) is None
+        if ended and not rec.history[-1][2].startswith(WITHDRAWN):  # (withdrawn: placed elsewhere, not failed)
+            out.add(rec.name)
+            d.events.append(("named_failed", {"node": rec.node_id, "name": rec.name, "why": rec.history[-1][2]}))
+    return out
+
+
 def scale_named(d: Draft, decision: Decision, state: DomainState, live: list[NodeRecord], *,
                 new_ids: Callable[[str], tuple[str, str]]) -> tuple[list[NodeRecord], set[str]]:
     """Launch records for wanted names without a live worker; end live workers no longer wanted."""
@@ -46,7 +66,7 @@ def scale_named(d: Draft, decision: Decision, state: DomainState, live: list[Nod
             d.kill(rec, S.TERMINATING, f"{rec.name or 'unnamed'}: no longer wanted (powered down)",
                    grace=t.terminate_grace)
         state.last_scale_down = d.now
-    held = {rec.name for rec in keep}
+    held = {rec.name for rec in keep} | _given_up(d)
     missing = sorted((n for n in wanted if n not in held), key=lambda n: (wanted[n], n))
     room = max(0, spec.max - len(keep))
     fresh: set[str] = set()

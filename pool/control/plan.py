@@ -62,7 +62,7 @@ def plan_domain(
     decider = "decider" in roles
     errors: list[Event] = []
     value: float | None
-    if obs.wanted is not None and decider:  # a named domain: the workload says which nodes (Slurm's resume)
+    if obs.wanted is not None and decider:  # a named domain: the workload says which nodes (a scheduler's resume request)
         decision, value = decide_named(draft), float(len(obs.wanted))
         launches, fresh = scale_named(draft, decision, state, live, new_ids=new_ids)
     else:

@@ -164,7 +164,7 @@ class NodeRecord:
     provider_id: str | None = None  # the site's id for the machine
     drain_deadline: float | None = None
     drain_sent: bool = False  # DRAINING: the warm shutdown has been asked of the machine
-    name: str | None = None  # the workload's own name for the node (a Slurm node name), in named domains
+    name: str | None = None  # the workload's own name for the node (a batch scheduler's node name), in named domains
 
     def copy(self) -> "NodeRecord":
         """A copy that can change state without touching this one (history entries are immutable)."""
@@ -262,7 +262,7 @@ class Reading:
     #: what the sensor wants in the domain's event log (recorded when it changes), e.g. work it did not count
     notes: tuple[str, ...] = ()
     #: work each node holds, by node id, as the workload's own view reads it for the whole domain at once
-    #: (HTCondor's claimed slots): the manager prefers it to what each node's heartbeat says
+    #: (a batch system's claimed slots): the manager prefers it to what each node's heartbeat says
     nodes: Mapping[str, int] | None = None
 
     @property
