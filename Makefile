@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check pool sensors policies spark condor slurm tests bench examples
 	$(BIN)/mypy
 
-BENCHES := reaction drain overhead popkill tts faults chaos policies spark condor scalein simulator fuzz
+BENCHES := reaction drain overhead popkill tts faults chaos policies spark condor slurm scalein simulator fuzz
 
 bench: $(addprefix bench-,$(BENCHES))
 

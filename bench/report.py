@@ -9,7 +9,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
-ORDER = ["reaction", "drain", "overhead", "popkill", "tts", "tick", "faults", "chaos", "spark", "condor", "scalein", "policies",
+ORDER = ["reaction", "drain", "overhead", "popkill", "tts", "tick", "faults", "chaos", "spark", "condor", "slurm", "scalein", "policies",
          "policies-sweep", "simulator", "fuzz"]
 TITLES = {
     "reaction": "Reaction to a burst (`make bench-reaction`)",
@@ -17,6 +17,8 @@ TITLES = {
     "overhead": "Throughput overhead of a pool-managed worker (`make bench-overhead`)",
     "spark": "Elastic Spark domain vs a static cluster (`make bench-spark`)",
     "condor": "Elastic HTCondor domain vs 6 static startds on two bursts of jobs (`make bench-condor`)",
+    "slurm": ("Slurm: a burst of 40 jobs on 8 powered-down CLOUD nodes the pool powers up, vs 8 static nodes "
+              "(`make bench-slurm`)"),
     "scalein": ("Scale-in while workers hold long tasks: tasks restarted, busy workers killed and worker-seconds, "
                 "side by side with a baseline revision (`make bench-scalein`)"),
     "policies": "Decision quality of policies on synthetic traces (`make bench-policies`)",
@@ -105,7 +107,56 @@ def condor(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {"condor": condor}
+def slurm(data: dict[str, Any]) -> list[str]:
+    """bench/slurm.py: the static and the elastic cluster side by side, then where a power up's time goes."""
+    static, elastic = data.get("static") or {}, data.get("elastic") or {}
+    setup = data.get("setup") or {}
+    lines = [f"{setup.get('jobs', '?')} one-node jobs of {setup.get('job_seconds', '?')} s "
+             f"({setup.get('submission', '?')}); elastic: {setup.get('elastic', '?')}, SuspendTime "
+             f"{setup.get('suspend_time_s', '?')} s; static: {setup.get('static', '?')}. A job's start is the "
+             "time its first line was written.", "",
+             "| | static | elastic | elastic / static |", "|---|---|---|---|"]
+
+    def cell(v: Any) -> str:
+        return fmt(v) if v is not None else "-"
+
+    for label, key, with_ratio in (("sbatch to job start, median, s", "start_s_median", True),
+                                   ("sbatch to job start, p95, s", "start_s_p95", True),
+                                   ("sbatch to job start, min / max, s", "", False),
+                                   ("makespan, s (first sbatch to the last job's end)", "makespan_s", True),
+                                   ("job-seconds (the jobs' own sleeps)", "job_seconds", False),
+                                   ("nodes that ran a job", "nodes_used", False),
+                                   ("jobs done", "jobs_done", False), ("jobs lost", "lost", False)):
+        if not key:
+            lines.append(f"| {label} | {cell(static.get('start_s_min'))} / {cell(static.get('start_s_max'))} | "
+                         f"{cell(elastic.get('start_s_min'))} / {cell(elastic.get('start_s_max'))} | |")
+            continue
+        s, e = static.get(key), elastic.get(key)
+        r = fmt(round(e / s, 3)) if with_ratio and isinstance(s, (int, float)) and isinstance(e, (int, float)) \
+            and s else ""
+        lines.append(f"| {label} | {cell(s)} | {cell(e)} | {r} |")
+    lines += ["", f"Elastic, where a power up's time goes (medians over the {cell(elastic.get('nodes_powered_up'))} "
+              "nodes' first power up, s):", "", "| step | by | s |", "|---|---|---|"]
+    for label, by, key in (("first job's sbatch to ResumeProgram called", "slurmctld", "ctld_submit_to_resume_s_median"),
+                           ("ResumeProgram called to its store event", "pool (program)", "resume_program_s_median"),
+                           ("store event to the worker's launch request", "pool (manager)",
+                            "resume_to_launch_s_median"),
+                           ("launch request to 'Node cloudK now responding'", "pool (worker: agent, munged, slurmd)",
+                            "launch_to_registered_s_median"),
+                           ("**ResumeProgram called to registered (the pool's share)**", "pool",
+                            "pool_share_s_median"),
+                           ("registered to the first job's start", "slurmctld (PrologSlurmctld, launch)",
+                            "ctld_registered_to_start_s_median"),
+                           ("registered to the node record JOINED", "pool (probe)", "registered_to_joined_s_median"),
+                           ("sbatch to start of each node's first job (all of it)", "both", "cold_start_s_median")):
+        lines.append(f"| {label} | {by} | {cell(elastic.get(key))} |")
+    lines += ["", f"Back to 0 live workers {cell(elastic.get('back_to_zero_s'))} s after the last job; node states "
+              f"then: {', '.join(elastic.get('node_states_at_end') or []) or '-'}; workers launched: "
+              f"{cell(elastic.get('workers_launched'))}."]
+    return lines
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {"condor": condor, "slurm": slurm}
 
 
 def main() -> None:
