@@ -72,7 +72,9 @@ class SlurmNode:
 
     @property
     def netns(self) -> str:
-        return f"epn-{self.name}" if self.bridge_netns else ""
+        """The node's network namespace: one per node name and cluster (bridge), so two clusters on one
+        machine never share one, and a worker of a name that was killed leaves one to be replaced."""
+        return f"epn-{self.name}-{self.bridge_netns}" if self.bridge_netns else ""
 
     @property
     def conf_path(self) -> Path:
