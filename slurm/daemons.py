@@ -397,6 +397,7 @@ class SlurmCluster:
         steps: list[Callable[[], None]] = [
             *(functools.partial(self.stop_slurmd, handle) for handle in list(self.slurmds.values())),
             *(functools.partial(_stop_process, proc) for proc in (self._slurmctld, self._munged) if proc),
+            self._remove_joined,
             self._network.destroy,  # and whatever still runs in the namespaces (job steps, programs)
         ]
         if self.munge_dir is not None:
@@ -411,6 +412,15 @@ class SlurmCluster:
             shutil.rmtree(self.directory, ignore_errors=True)
         if errors:
             raise SlurmError(f"stopping the Slurm cluster: {errors[0]}") from errors[0]
+
+    def _remove_joined(self) -> None:
+        """What pool workers joined to this cluster's bridge left when they were killed (a SIGKILLed
+        worker cleans up nothing): their namespaces ``epn-NODE-BRIDGE`` and /tmp dirs ``ep-NODE-BRIDGE-*``."""
+        bridge = self._network.bridge_ns
+        for path in sorted(NETNS_DIR.glob(f"epn-*-{bridge}")):
+            delete_netns(path.name)
+        for path in sorted(Path(tempfile.gettempdir()).glob(f"ep-*-{bridge}-*")):
+            shutil.rmtree(path, ignore_errors=True)
 
     # ----------------------------------------------------------------------------- config
 

@@ -100,7 +100,7 @@ class SlurmNode:
         self.work.mkdir(parents=True, exist_ok=True)
         # short paths: slurmstepd makes unix sockets in the spool (108 bytes at most), and munged
         # must reach its directory (the agent's is private to root)
-        self.munge_dir = Path(tempfile.mkdtemp(prefix=f"ep-{self.name}-"))
+        self.munge_dir = Path(tempfile.mkdtemp(prefix=f"ep-{self.name}-{self.bridge_netns}-"))
         spool = self.munge_dir / "spool"
         spool.mkdir()
         spool.chmod(0o700)
