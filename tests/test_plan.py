@@ -468,3 +468,19 @@ def test_a_named_domain_launches_one_worker_per_wanted_name_and_ends_the_unwante
     assert ended["b"].state == S.TERMINATING and "cloud3: no longer wanted" in ended["b"].history[-1][2]
     assert "a" not in ended and [r.name for r in plan.launches] == ["cloud2"]
     assert '"name"' not in joined("c").to_json()  # records of unnamed domains are stored as before
+
+
+def test_a_named_node_no_site_has_room_for_is_given_up_at_once() -> None:
+    obs = observe([], {}, 0, 100.0)
+    obs = Observation(**{**obs.__dict__, "wanted": {"cloud1": 99.0}, "site_available": False})
+    plan = plan_domain(obs, load_policy("queue_depth", {}), new_ids=ids([0]))
+    assert plan.launches == ()
+    assert [(k, e["name"], e["why"]) for k, e in plan.events if k == "named_failed"] == [
+        ("named_failed", "cloud1", "no site has room for it now")]
+    failed = NodeRecord.new(node_id="f", domain="d", launch_id="L", site="local", deployable_type="slurm-node",
+                            now=99.5, name="cloud2")
+    failed.set_state(S.FAILED, 99.6, "not joined within boot timeout")
+    obs = observe([failed], {}, 0, 100.0)
+    obs = Observation(**{**obs.__dict__, "wanted": {"cloud2": 99.0}})
+    plan = plan_domain(obs, load_policy("queue_depth", {}), new_ids=ids([0]))
+    assert plan.launches == () and [e["name"] for k, e in plan.events if k == "named_failed"] == ["cloud2"]

@@ -108,9 +108,13 @@ def test_sbatch_on_a_powered_down_partition_runs_on_a_pool_worker_then_it_goes(
         from pool.cli.commands import main as cli
 
         env = {"REDIS_URL": redis_url, "POOL_NAMESPACE": store.ns}
-        for args in (["show", domain], ["show", domain, "--json"]):
+        for args in (["show", domain, "--all"], ["show", domain, "--json", "--all"]):
             shown = CliRunner().invoke(cli, args, env=env)
             assert shown.exit_code == 0 and encoded not in shown.output, shown.output
+            assert named[0].name in shown.output and named[0].node_id in shown.output  # both, side by side
+        for path in pool_home.rglob("*"):  # logs and files: only the worker's private user-data holds it
+            if path.is_file() and encoded in path.read_text(errors="replace"):
+                assert path.name == "user-data" and not path.stat().st_mode & 0o077, path
 
 
 def _job_field(cluster: Any, job: str, name: str) -> str:

@@ -853,7 +853,7 @@ def show(name: str, n_events: int, show_all: bool, output: str, as_json: bool) -
             "last_decision": st.last_decision,
             "boot_failures": {"count": st.boot_failures, "last_at": st.boot_failed_at, "error": st.boot_error,
                               "last_lines": _last_lines(store, name) if st.boot_failures else []},
-            "nodes": [{"node": n.node_id, "state": n.state.value, "site": n.site, "since": n.since,
+            "nodes": [{"node": n.node_id, "name": n.name, "state": n.state.value, "site": n.site, "since": n.since,
                        "active": tasks(n), "machine": n.provider_id,
                        "pid": machines.get(n.node_id, {}).get("pid"),
                        "console": machines.get(n.node_id, {}).get("console"),
@@ -877,13 +877,15 @@ def show(name: str, n_events: int, show_all: bool, output: str, as_json: bool) -
     if st.boot_failures:
         _say_degraded(store, name, st, now)
     wide = output == "wide"
-    table = TextTable.of("NODE", "STATE", "SITE", "PID", "FOR", "TASKS", "LAST HEARTBEAT",
-                         *(("MACHINE", Column("LOG", flexible=True)) if wide else ()))
+    named = any(n.name for n in nodes)  # a named domain: the scheduler's node name beside the record
+    table = TextTable.of("NODE", *(("NAME",) if named else ()), "STATE", "SITE", "PID", "FOR", "TASKS",
+                         "LAST HEARTBEAT", *(("MACHINE", Column("LOG", flexible=True)) if wide else ()))
     for n in nodes:
         hb = hbs.get(n.node_id)
         machine = machines.get(n.node_id, {})
         active = tasks(n)
-        table.add_row(one_line(n.node_id), n.state.value, one_line(n.site),
+        table.add_row(one_line(n.node_id), *((one_line(n.name or "-"),) if named else ()), n.state.value,
+                      one_line(n.site),
                       "-" if machine.get("pid") is None else str(machine["pid"]), _ago(now - n.since),
                       "-" if active is None else one_line(active),
                       "-" if hb is None else f"{_ago(now - hb.time)} ago",

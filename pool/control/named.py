@@ -70,7 +70,9 @@ def scale_named(d: Draft, decision: Decision, state: DomainState, live: list[Nod
     missing = sorted((n for n in wanted if n not in held), key=lambda n: (wanted[n], n))
     room = max(0, spec.max - len(keep))
     fresh: set[str] = set()
-    if missing[:room] and _launch(d, len(missing[:room]), slots, decision, launches, fresh, new_ids,
-                                  names=list(missing[:room])):
+    to_place = list(missing[:room])
+    if to_place and _launch(d, len(to_place), slots, decision, launches, fresh, new_ids, names=to_place):
         state.last_scale_up = d.now
+    for name in to_place:  # no site has room (full, out of capacity, broken): said now, not at ResumeTimeout
+        d.events.append(("named_failed", {"node": None, "name": name, "why": "no site has room for it now"}))
     return launches, fresh
