@@ -99,8 +99,10 @@ def programs_dir(domain: str) -> Path:
     return state_dir() / "slurm" / domain
 
 
-def write_programs(domain: str, *, redis_url: str, namespace: str) -> dict[str, Path]:
-    """The executables slurmctld calls for ``domain`` (0700: they hold the store's URL)."""
+def write_programs(domain: str, *, redis_url: str, namespace: str, resume_timeout: int = 150,
+                   slurm_conf: str | None = None) -> dict[str, Path]:
+    """The executables slurmctld calls for ``domain`` (0700: they hold the store's URL), and a
+    PrologSlurmctld that lets a job start as soon as its powered-up nodes registered."""
     directory = programs_dir(domain)
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
@@ -115,12 +117,20 @@ def write_programs(domain: str, *, redis_url: str, namespace: str) -> dict[str, 
                       f"exec {shlex.quote(sys.executable)} -m pool.cli slurm {kind} \"$1\"\n")
         path.chmod(0o700)
         out[kind] = path
+    from slurm.prolog import prolog_text
+
+    prolog = directory / "prolog"
+    prolog.write_text(prolog_text(who=f"elastic-pool domain {domain}", timeout=resume_timeout, conf=slurm_conf))
+    prolog.chmod(0o700)
+    out["prolog"] = prolog
     return out
 
 
 @slurm.command("config")
 @click.argument("domain")
-def config(domain: str) -> None:
+@click.option("--slurm-conf", default=None, type=click.Path(dir_okay=False),
+              help="slurm.conf on slurmctld's machine, for the prolog's sinfo (default: sinfo's default)")
+def config(domain: str, slurm_conf: str | None) -> None:
     """Print the slurm.conf lines for DOMAIN (and write the programs slurmctld calls)."""
     from pool.cli.commands import open_store
     from slurm.conf import domain_conf
@@ -129,5 +139,10 @@ def config(domain: str) -> None:
     spec = store.get_domain(domain)
     if spec is None or spec.deployable_type != "slurm-node":
         _fail(f"no slurm-node domain {domain!r} in this pool")
-    programs = write_programs(domain, redis_url=url, namespace=store.ns)
+    from slurm.conf import resume_timeout
+
+    if slurm_conf is not None and (not slurm_conf.startswith("/") or not slurm_conf.isprintable() or " " in slurm_conf):
+        _fail(f"--slurm-conf {slurm_conf[:100]!r}: give an absolute path without spaces")
+    programs = write_programs(domain, redis_url=url, namespace=store.ns, resume_timeout=resume_timeout(spec),
+                              slurm_conf=slurm_conf)
     click.echo(domain_conf(spec, programs))

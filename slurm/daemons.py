@@ -76,6 +76,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Callable
 
+from slurm.prolog import prolog_text
+
 HERE = Path(__file__).resolve().parent
 ENSURE_SCRIPT = HERE / "ensure-slurm.sh"
 NETNS_DIR = Path("/run/netns")
@@ -102,23 +104,6 @@ os.execvp(sys.argv[1], sys.argv[1:])
 
 
 #: PrologSlurmctld that waits until the job's nodes have registered (see ``SlurmCluster`` fast_launch).
-PROLOG_WAIT_BOOT = """#!/bin/sh
-# PrologSlurmctld written by slurm/daemons.py. slurmctld launches a batch job whose nodes it had to
-# power up only from its periodic check (every 30 s), or at once when a PrologSlurmctld ends: so
-# this waits until the job's nodes have registered (bounded by ResumeTimeout), then exits 0.
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin SLURM_CONF={conf}
-end=$(( $(date +%s) + {timeout} ))
-while [ "$(date +%s)" -lt "$end" ]; do
-    states=$(sinfo -h -N -n "$SLURM_JOB_NODELIST" -o %T 2>/dev/null)
-    case "$states" in
-        ''|*'#'*|*'*'*|*'~'*|*'%'*) sleep 0.2 ;;
-        *) exit 0 ;;
-    esac
-done
-exit 0
-"""
-
-
 class SlurmError(RuntimeError):
     """A Slurm daemon or a namespace could not be started, or a Slurm command failed."""
 
@@ -380,8 +365,8 @@ class SlurmCluster:
             self._network.attach("ctl", CONTROLLER_ADDRESS)
             self._start_munged()
             if self.prolog_path is not None:
-                self.prolog_path.write_text(PROLOG_WAIT_BOOT.format(conf=self.conf_path,
-                                                                    timeout=self.timing["ResumeTimeout"]))
+                self.prolog_path.write_text(prolog_text(who="slurm/daemons.py", conf=str(self.conf_path),
+                                                        timeout=self.timing["ResumeTimeout"]))
                 self.prolog_path.chmod(0o755)
             self.conf_path.write_text(self.conf_text())
             self._start_slurmctld()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,11 +50,15 @@ def _wrappers(directory: Path, programs: dict[str, Path]) -> dict[str, Path]:
 def slurm_pool(store: Store, redis_url: str, pool_home: Path, *, nodes: int = 2, suspend_time: int = 5,
                extra_conf: str = "", boot: float = 60) -> Iterator[tuple[Any, RunningManager, str]]:
     """A Slurm cluster whose power saving is the pool, and a manager running its slurm-node domain."""
-    programs = write_programs("hpc", redis_url=redis_url, namespace=store.ns)
-    wrappers = _wrappers(pool_home, programs)
-    with daemons.SlurmCluster(nodes=nodes, resume_program=wrappers["resume"], suspend_program=wrappers["suspend"],
+    directory = Path(tempfile.mkdtemp(prefix="ep-slurmpool-"))  # (not ep-slurm-PID: the harness reaps those)
+    programs = write_programs("hpc", redis_url=redis_url, namespace=store.ns, resume_timeout=60,
+                              slurm_conf=str(directory / "etc" / "slurm.conf"))
+    wrappers = _wrappers(pool_home, {k: v for k, v in programs.items() if k != "prolog"})
+    extra_conf = f"{extra_conf}\nPrologSlurmctld={programs['prolog']}"  # the one `pool slurm config` prints
+    with daemons.SlurmCluster(directory, nodes=nodes, resume_program=wrappers["resume"],
+                              suspend_program=wrappers["suspend"],
                               resume_fail_program=wrappers["resume-fail"], suspend_time=suspend_time,
-                              resume_timeout=60, extra_conf=extra_conf) as cluster:
+                              resume_timeout=60, extra_conf=extra_conf, fast_launch=False) as cluster:
         files = files_dir("hpc")
         files.mkdir(parents=True, exist_ok=True)
         assert cluster.munge_dir is not None
@@ -81,6 +87,7 @@ def slurm_pool(store: Store, redis_url: str, pool_home: Path, *, nodes: int = 2,
             deadline = time.monotonic() + 15
             while driver.list_nodes() and time.monotonic() < deadline:
                 time.sleep(0.1)
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_sbatch_on_a_powered_down_partition_runs_on_a_pool_worker_then_it_goes(
@@ -174,6 +181,7 @@ def test_pool_slurm_config_prints_the_lines_and_writes_private_programs(store: S
     assert "PartitionName=cloud Nodes=cloud[1-4]" in out.output and "ResumeTimeout=150" in out.output
     resume = files_dir("hpc") / "resume"
     assert f"ResumeProgram={resume}" in out.output and (resume.stat().st_mode & 0o777) == 0o700
+    assert f"PrologSlurmctld={files_dir('hpc') / 'prolog'}" in out.output
     assert redis_url.split("@")[0].split(":")[-1] not in out.output  # the store's password stays in the file
     bad = CliRunner().invoke(cli, ["slurm", "resume", "cloud[1-", "--domain", "hpc"], env=env)
     assert bad.exit_code == 2 and "unbalanced brackets" in bad.output
