@@ -26,15 +26,13 @@ from condor.install import CondorNotInstalled, daemon_command, own, require
 from condor.spec import CondorSpec, condor_spec
 from pool.core.model import DomainSpec
 from pool.core.secrets import remember
-from pool.state.procs import children, start_ticks, terminate
+from pool.state.procs import Supervised, children, start_ticks, terminate
 from pool.state.redisserver import free_port, state_dir, write_private
 
 log = logging.getLogger("elastic_pool.condor")
 
 #: Seconds a starting central manager may take to show its schedd in the collector.
 START_TIMEOUT = 60.0
-BACKOFF_BASE = 1.0
-BACKOFF_CAP = 60.0
 
 
 def central_dir(domain: str) -> Path:
@@ -74,26 +72,14 @@ def collector_up(collector: str, *, timeout: float = 2.0) -> bool:
         return False
 
 
-@dataclass
-class _Central:
+@dataclass(kw_only=True)
+class _Central(Supervised):
     host: str
     port: int
-    pid: int = 0
-    ticks: int | None = None
-    proc: subprocess.Popen[bytes] | None = None
-    started: float = 0.0
-    up_since: float | None = None
-    failures: int = 0
-    next_start: float = 0.0
 
     @property
     def collector(self) -> str:
         return f"{self.host}:{self.port}"
-
-    def alive(self) -> bool:
-        if self.proc is not None:
-            return self.proc.poll() is None
-        return self.pid > 0 and start_ticks(self.pid) == self.ticks
 
 
 class CondorCentralService:
@@ -137,7 +123,7 @@ class CondorCentralService:
                 log.info("condor central manager of %s up at %s", spec.name, c.collector)
             return {**self._context(spec), "collector": c.collector, "pool_password": self._password(spec.name)}
         if c is not None and c.started:
-            code = c.proc.poll() if c.proc is not None else None
+            code = c.exit_code()
             c.proc, c.pid = None, 0
             self._failed(spec, c, now, f"exited{'' if code is None else f' with code {code}'}")
         if c is not None and now < c.next_start:
@@ -151,9 +137,7 @@ class CondorCentralService:
                 "worker_disk": str(cs.worker_disk), "drain_timeout": f"{spec.timeouts.drain:g}"}
 
     def _failed(self, spec: DomainSpec, c: _Central, now: float, why: str) -> NoReturn:
-        c.failures += 1
-        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (c.failures - 1))
-        c.next_start, c.started, c.up_since = now + delay, 0.0, None
+        delay = c.back_off(now)
         raise RuntimeError(f"condor central manager of {spec.name} {why}; restart {c.failures} in {delay:g}s "
                            f"(logs: {central_dir(spec.name) / 'central.log'} and {self._log_dir(spec.name)})")
 

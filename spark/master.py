@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pool.core.model import DomainSpec
-from pool.state.procs import start_ticks, terminate
+from pool.state.procs import Supervised, start_ticks, terminate
 from pool.state.redisserver import free_port, state_dir
 from spark.rest import SparkNotInstalled, Unreachable, master_state, spark_bin, spark_home
 from spark.spec import SparkSpec, spark_spec
@@ -23,9 +23,6 @@ log = logging.getLogger("elastic_pool.spark")
 
 #: Seconds a starting master may take to answer on its web UI before it is restarted.
 START_TIMEOUT = 90.0
-#: Restart backoff after the master dies: doubles from BACKOFF_BASE up to BACKOFF_CAP seconds.
-BACKOFF_BASE = 1.0
-BACKOFF_CAP = 60.0
 #: A master up this long has its restart backoff forgotten.
 STABLE_AFTER = 60.0
 #: JVM options of the master and worker daemons (not of executors): they start faster and use
@@ -121,20 +118,13 @@ def stop_masters() -> list[str]:
     return stopped
 
 
-@dataclass
-class _Master:
+@dataclass(kw_only=True)
+class _Master(Supervised):
     """One master process this service runs."""
 
     host: str
     port: int
     ui_port: int
-    pid: int = 0
-    ticks: int | None = None
-    proc: subprocess.Popen[bytes] | None = None
-    started: float = 0.0
-    up_since: float | None = None
-    failures: int = 0
-    next_start: float = 0.0
 
     @property
     def url(self) -> str:
@@ -144,13 +134,6 @@ class _Master:
     def ui(self) -> str:
         return f"http://{self.host}:{self.ui_port}"
 
-    def alive(self) -> bool:
-        if self.proc is not None:
-            return self.proc.poll() is None
-        return self.pid > 0 and start_ticks(self.pid) == self.ticks
-
-    def exit_code(self) -> int | None:
-        return self.proc.poll() if self.proc is not None else None
 
 
 class SparkMasterService:
@@ -213,11 +196,7 @@ class SparkMasterService:
 
     def _failed(self, spec: DomainSpec, m: _Master, now: float, why: str, *, came_up: bool) -> NoReturn:
         """Schedule a restart after a backoff and report why (the manager records it)."""
-        m.failures += 1
-        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (m.failures - 1))
-        m.next_start = now + delay
-        m.started = 0.0
-        m.up_since = None
+        delay = m.back_off(now)
         sp = spark_spec(spec)
         if not came_up and m.failures > 1:  # it never came up again: its ports may be taken
             m.port = sp.master_port or free_port(sp.host)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -71,3 +73,38 @@ def in_pid_namespace(argv: list[str], *, proc: str | None = None) -> list[str]:
     mount = f"--mount-proc={proc}" if proc else "--mount-proc"
     return ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--mount", "--propagation", "private", mount,
             "/bin/sh", "-c", NS_INIT, "ns-init", *argv]
+
+
+#: Restart backoff of a supervised service: doubles from BACKOFF_BASE up to BACKOFF_CAP seconds.
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 60.0
+
+
+@dataclass(kw_only=True)
+class Supervised:
+    """A service process the manager keeps up (a Spark master, a central manager): the process (or,
+    when adopted from an earlier manager, its pid and start time), when it started and came up, and
+    its restart backoff."""
+
+    pid: int = 0
+    ticks: int | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    up_since: float | None = None
+    failures: int = 0
+    next_start: float = 0.0
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.pid > 0 and start_ticks(self.pid) == self.ticks
+
+    def exit_code(self) -> int | None:
+        return self.proc.poll() if self.proc is not None else None
+
+    def back_off(self, now: float) -> float:
+        """One more failure: not started again for a delay that doubles per failure; the delay."""
+        self.failures += 1
+        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self.failures - 1))
+        self.next_start, self.started, self.up_since = now + delay, 0.0, None
+        return delay
