@@ -28,6 +28,25 @@ class Sensor(Protocol):
     def close(self) -> None: ...
 
 
+class Throttled:
+    """A read sooner than ``min_interval`` seconds after the last answers with the last reading, so
+    that a fast decider does not load what the sensor queries. Subclasses give ``_read(now)`` and a
+    ``_last: Reading | None`` field."""
+
+    min_interval: float
+    _last: Reading | None
+
+    def read(self, now: float) -> Reading:
+        last = self._last
+        if last is not None and 0 <= now - last.time < self.min_interval:
+            return last
+        self._last = self._read(now)
+        return self._last
+
+    def _read(self, now: float) -> Reading:
+        raise NotImplementedError
+
+
 def load_sensor(name: str, params: Mapping[str, Any]) -> Sensor:
     sensor = registry.build(name, dict(params))
     assert isinstance(sensor, Sensor)

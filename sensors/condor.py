@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pool.core.model import Reading
-from sensors import error_text
+from sensors import Throttled, error_text
 
 IDLE, RUNNING, HELD = 1, 2, 5
 JOB_ATTRS = ["ClusterId", "ProcId", "JobStatus", "RequestCpus", "RequestMemory", "RequestDisk"]
@@ -26,7 +26,7 @@ def _number(ad: Any, attr: str, default: float) -> float:
 
 
 @dataclass
-class CondorIdleSensor:
+class CondorIdleSensor(Throttled):
     """Idle jobs that fit this domain's worker, plus the jobs running on its startds.
 
     Per read: one query of the collector (the schedds, and this domain's claimed slots) and one
@@ -77,13 +77,6 @@ class CondorIdleSensor:
                 classad2.ExprTree(self.constraint)
             except Exception as exc:  # noqa: BLE001
                 raise ValueError(f"constraint {self.constraint!r} is not a ClassAd expression ({exc})") from None
-
-    def read(self, now: float) -> Reading:
-        last = self._last
-        if last is not None and 0 <= now - last.time < self.min_interval:
-            return last
-        self._last = self._read(now)
-        return self._last
 
     def _read(self, now: float) -> Reading:
         if not self.collector:

@@ -11,13 +11,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pool.core.model import Reading
-from sensors import error_text
+from sensors import Throttled, error_text
 
 FORMAT = "%i|%T|%P|%C|%r"
 
 
 @dataclass
-class SlurmQueueSensor:
+class SlurmQueueSensor(Throttled):
     """Jobs of ``partition`` waiting and running, read with ``squeue -h -o FORMAT`` (one call per read).
 
     The value is pending plus running jobs; ``detail`` has ``pending``, ``pending_cpus``,
@@ -47,13 +47,6 @@ class SlurmQueueSensor:
             if value is not None and (not isinstance(value, str) or not value.replace("-", "").replace("_", "")
                                       .replace(".", "").isalnum() or len(value) > 64):
                 raise ValueError(f"{attr} must be a name (letters, digits, - _ .), got {value!r}")
-
-    def read(self, now: float) -> Reading:
-        last = self._last
-        if last is not None and 0 <= now - last.time < self.min_interval:
-            return last
-        self._last = self._read(now)
-        return self._last
 
     def _argv(self) -> list[str]:
         argv = ["squeue", "-h", "-t", "PD,R,CF", "-o", FORMAT]

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pool.core.model import Reading
+from sensors import Throttled
 from spark.rest import Unreachable, app_api, driver_ui_of, master_state, memory_mb
 
 
 @dataclass
-class SparkTasksSensor:
+class SparkTasksSensor(Throttled):
     """Tasks waiting for or holding an executor slot, over every application on one master.
 
     The master's ``/json/`` lists the applications (``activeapps``: RUNNING or WAITING for
@@ -59,13 +60,6 @@ class SparkTasksSensor:
             memory_mb(self.worker_memory)  # raises with the expected form
         if self.master_ui is not None and not self.master_ui.startswith(("http://", "https://")):
             raise ValueError(f"master_ui {self.master_ui!r}: expected the master's web UI, http://host:port")
-
-    def read(self, now: float) -> Reading:
-        last = self._last
-        if last is not None and 0 <= now - last.time < self.min_interval:
-            return last
-        self._last = self._read(now)
-        return self._last
 
     def _read(self, now: float) -> Reading:
         if not self.master_ui:
