@@ -146,8 +146,14 @@ def celery_spec(name: str = "work", *, queue: str | None = None, max_size: int =
         "timeouts": {"heartbeat_interval": 0.5, "heartbeat_timeout": 3, "boot": 60, "drain": 60,
                      "terminate_grace": 5},
     }
+    return with_overrides(spec, overrides, replace=("policy",))
+
+
+def with_overrides(spec: dict, overrides: dict, *, replace: tuple[str, ...] = ()) -> dict:
+    """``spec`` with ``overrides``: a mapping merges into the spec's mapping of the same key (one level),
+    except under the keys in ``replace``; anything else replaces."""
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(spec.get(key), dict) and key != "policy":
+        if isinstance(value, dict) and isinstance(spec.get(key), dict) and key not in replace:
             spec[key] = {**spec[key], **value}
         else:
             spec[key] = value

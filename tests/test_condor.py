@@ -23,7 +23,7 @@ from pool.core.model import NodeState, parse_domain_spec
 from pool.sites.local import LocalNodeDriver
 from pool.sites.provisioner import Provisioner
 from pool.state.store import Store
-from tests.conftest import RunningManager
+from tests.conftest import RunningManager, with_overrides
 
 htcondor2 = pytest.importorskip("htcondor2")
 try:
@@ -44,12 +44,7 @@ def condor_spec(name: str, *, max_size: int = 3, **overrides: Any) -> dict[str, 
         "timeouts": {"heartbeat_interval": 1, "heartbeat_timeout": 15, "boot": 90, "drain": 120,
                      "terminate_grace": 10},
     }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(spec.get(key), dict):
-            spec[key] = {**spec[key], **value}
-        else:
-            spec[key] = value
-    return spec
+    return with_overrides(spec, overrides)
 
 
 class CondorPool(RunningManager):

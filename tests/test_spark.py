@@ -31,7 +31,7 @@ from sensors.spark import SparkTasksSensor
 from spark.master import SparkMasterService, read_master
 from spark.rest import master_state
 from spark.spec import SparkSpec
-from tests.conftest import ROOT, RunningManager
+from tests.conftest import ROOT, RunningManager, with_overrides
 
 pyspark = pytest.importorskip("pyspark")
 
@@ -55,12 +55,7 @@ def spark_spec(name: str, *, max_size: int = 2, **overrides: Any) -> dict[str, A
         "timeouts": {"heartbeat_interval": 1, "heartbeat_timeout": 10, "boot": 150, "drain": 120,
                      "terminate_grace": 5},
     }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(spec.get(key), dict):
-            spec[key] = {**spec[key], **value}
-        else:
-            spec[key] = value
-    return spec
+    return with_overrides(spec, overrides)
 
 
 def expected_result(items: int) -> int:
