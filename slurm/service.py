@@ -69,3 +69,37 @@ def scontrol(spec: DomainSpec, *argv: str, timeout: float = 10.0) -> str:
         first = (done.stderr.strip().splitlines() or ["no output"])[0][:200]
         raise RuntimeError(f"scontrol {' '.join(argv[:2])} exited with {done.returncode}: {first}")
     return done.stdout
+
+
+#: node states in which a node neither runs jobs now nor is on its way to (``scontrol show node``'s State=)
+UNAVAILABLE = ("POWERED_DOWN", "POWERING_DOWN", "DOWN", "DRAIN", "FAIL", "NOT_RESPONDING")
+
+
+def node_states(spec: DomainSpec, names: list[str]) -> dict[str, set[str]]:
+    """Each named node's state flags, as slurmctld says (``scontrol -o show node``); unknown names are left out."""
+    from slurm.hostlist import fold
+
+    out: dict[str, set[str]] = {}
+    for line in scontrol(spec, "-o", "show", "node", fold(names)).splitlines():
+        fields = dict(word.split("=", 1) for word in line.split() if "=" in word)
+        if fields.get("NodeName") in names:
+            out[fields["NodeName"]] = set(fields.get("State", "").split("+"))
+    return out
+
+
+def power_up(spec: DomainSpec, *, target: int) -> list[str]:
+    """Ask slurmctld to power up powered-down nodes of the domain until ``target`` nodes are up or coming
+    (counting what slurmctld powers up on its own); the names asked for, lowest first."""
+    from slurm.spec import node_names
+
+    names = node_names(spec)
+    states = node_states(spec, names)
+    up = [n for n in names if n in states and not states[n] & set(UNAVAILABLE)]
+    ready = [n for n in names if states.get(n, set()) & {"POWERED_DOWN"} and not states[n] & {"DOWN", "DRAIN",
+                                                                                                "FAIL", "POWERING_DOWN"}]
+    chosen = ready[: max(0, min(target, spec.max) - len(up))]
+    if chosen:
+        from slurm.hostlist import fold
+
+        scontrol(spec, "update", f"nodename={fold(chosen)}", "state=POWER_UP")
+    return chosen

@@ -32,6 +32,11 @@ class SlurmSpec(WorkloadSpec):
     suspend_time: float = Field(60.0, ge=1, le=SECONDS_MAX, description="SuspendTime: idle seconds before power down")
     resume_timeout: float | None = Field(
         None, ge=1, le=SECONDS_MAX, description="ResumeTimeout (default: the domain's boot timeout plus 30 s)")
+    prewarm: bool = Field(
+        False, description="the domain's policy may power nodes up before slurmctld asks: when its size (on the "
+                           "slurm sensor: pending and running jobs, or a schedule) is above the nodes up or "
+                           "coming, the pool asks slurmctld to power up powered-down nodes (scontrol "
+                           "state=POWER_UP), which then ask for themselves by name")
     client_netns: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
         description="run scontrol and squeue in this network namespace (where slurmctld is reachable); "

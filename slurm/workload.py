@@ -61,6 +61,16 @@ class Slurm:
         scontrol(spec, "update", f"nodename={name}", "state=DOWN", f"reason={reason}")
         scontrol(spec, "update", f"nodename={name}", "state=POWER_DOWN_FORCE")
 
+    def runs_ahead(self, spec: DomainSpec) -> bool:
+        return slurm_spec(spec).prewarm
+
+    def warm(self, spec: DomainSpec, *, target: int) -> list[str]:
+        """``prewarm``: powered-down nodes powered up through slurmctld toward the policy's size; slurmctld
+        then calls ResumeProgram for them, as for a job."""
+        from slurm.service import power_up
+
+        return power_up(spec, target=target)
+
     def check(self, spec: DomainSpec) -> None:
         if spec.max == 0:
             raise ValueError("max: 0 gives the partition no node to power up; give max >= 1 (the number of CLOUD "

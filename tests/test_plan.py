@@ -484,3 +484,17 @@ def test_a_named_node_no_site_has_room_for_is_given_up_at_once() -> None:
     obs = Observation(**{**obs.__dict__, "wanted": {"cloud2": 99.0}})
     plan = plan_domain(obs, load_policy("queue_depth", {}), new_ids=ids([0]))
     assert plan.launches == () and [e["name"] for k, e in plan.events if k == "named_failed"] == ["cloud2"]
+
+
+def test_a_named_domain_running_ahead_asks_for_the_policys_size_but_launches_only_wanted_names() -> None:
+    obs = observe([], {}, 3, 100.0)  # three jobs wait; slurmctld asked for one node
+    wanted = Observation(**{**obs.__dict__, "wanted": {"cloud1": 99.0}})
+    ahead = Observation(**{**wanted.__dict__, "ahead": True})
+    plain = plan_domain(wanted, load_policy("queue_depth", {"tasks_per_worker": 1}), new_ids=ids([0]))
+    assert plain.warm is None and plain.decision.target == 1
+    plan = plan_domain(ahead, load_policy("queue_depth", {"tasks_per_worker": 1}), new_ids=ids([0]))
+    assert plan.warm == 3 and plan.decision.target == 1  # asked of the scheduler, not launched unnamed
+    assert [r.name for r in plan.launches] == ["cloud1"]
+    assert "policy ahead: 3" in plan.decision.reason and plan.decision.inputs["ahead"] == 3.0
+    enough = Observation(**{**ahead.__dict__, "wanted": {"cloud1": 99.0, "cloud2": 99.0, "cloud3": 99.0}})
+    assert plan_domain(enough, load_policy("queue_depth", {"tasks_per_worker": 1}), new_ids=ids([0])).warm is None

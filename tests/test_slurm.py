@@ -48,7 +48,8 @@ def _wrappers(directory: Path, programs: dict[str, Path]) -> dict[str, Path]:
 
 @contextlib.contextmanager
 def slurm_pool(store: Store, redis_url: str, pool_home: Path, *, nodes: int = 2, suspend_time: int = 5,
-               extra_conf: str = "", boot: float = 60) -> Iterator[tuple[Any, RunningManager, str]]:
+               extra_conf: str = "", boot: float = 60, slurm: dict[str, Any] | None = None,
+               policy: dict[str, Any] | None = None) -> Iterator[tuple[Any, RunningManager, str]]:
     """A Slurm cluster whose power saving is the pool, and a manager running its slurm-node domain."""
     directory = Path(tempfile.mkdtemp(prefix="ep-slurmpool-"))  # (not ep-slurm-PID: the harness reaps those)
     programs = write_programs("hpc", redis_url=redis_url, namespace=store.ns, resume_timeout=60,
@@ -68,7 +69,8 @@ def slurm_pool(store: Store, redis_url: str, pool_home: Path, *, nodes: int = 2,
         spec = {"name": "hpc", "deployable_type": "slurm-node", "max": nodes,
                 "slurm": {"controller": daemons.CONTROLLER_ADDRESS, "bridge_netns": cluster._network.bridge_ns,
                           "suspend_time": suspend_time, "node_prefix": "cloud",
-                          "client_netns": cluster.controller_ns},
+                          "client_netns": cluster.controller_ns, **(slurm or {})},
+                **({"policy": policy} if policy else {}),
                 "timeouts": {"heartbeat_interval": 1, "heartbeat_timeout": 15, "boot": boot, "terminate_grace": 5}}
         store.put_domain(parse_domain_spec(spec))
         driver = LocalNodeDriver(ex_state_dir=str(pool_home / "sites" / "local"))
@@ -217,3 +219,25 @@ def test_a_worker_that_never_boots_sets_its_node_down_and_the_job_runs_on_anothe
         subprocess.run(["ip", "-n", cluster._network.bridge_ns, "link", "delete", veth], check=True)
         cluster.run("scontrol", "update", f"jobid={job}", "StartTime=now")
         rm.wait(lambda: done.is_file() and "node=" in done.read_text(), 120, "the requeued job to run")
+        assert done.read_text().strip() == "node=cloud2"  # another node: slurmctld does not pick the failed one
+
+
+def test_prewarm_powers_a_node_up_for_a_job_that_waits_for_its_begin_time(
+        store: Store, redis_url: str, pool_home: Path) -> None:
+    """`slurm.prewarm`: the sensor sees a job waiting for its begin time (slurmctld powers nothing up for it
+    yet); the policy wants a node; the pool asks slurmctld to power one up; the job starts on that node."""
+    with slurm_pool(store, redis_url, pool_home, suspend_time=300, slurm={"prewarm": True},
+                    policy={"name": "queue_depth", "tasks_per_worker": 1}) as (cluster, rm, domain):
+        out = cluster.directory / "out" / "job-%j.out"
+        job = cluster.run("sbatch", "--parsable", "-N", "1", "--begin=now+25", "-o", str(out), "--wrap",
+                          "echo node=$SLURMD_NODENAME").stdout.strip()
+        rm.wait(lambda: bool(store.events(domain, count=200, kind="prewarm")), 30, "the pool to ask for a node")
+        asked = store.events(domain, count=200, kind="prewarm")[-1]
+        assert asked["names"] == ["cloud1"] and asked["target"] == 1
+        rm.wait(lambda: any(n.state is S.JOINED for n in store.nodes(domain)), 60, "the pre-warmed node to join")
+        assert _job_field(cluster, job, "JobState") == "PENDING"  # it was up before its job could start
+        done = cluster.directory / "out" / f"job-{job}.out"
+        rm.wait(lambda: done.is_file() and "node=" in done.read_text(), 90, "the job to run")
+        assert done.read_text().strip() == "node=cloud1"
+        assert {n.name for n in store.nodes(domain)} == {"cloud1"}  # no second node for the same job
+        assert len(store.events(domain, count=500, kind="prewarm")) == 1

@@ -65,6 +65,8 @@ class Observation:
     listed_at: float = float("inf")
     #: a named domain's wanted names and since when (None: a domain sized by count)
     wanted: Mapping[str, float] | None = None
+    #: a named domain whose policy may also run ahead of its scheduler (the workload says so)
+    ahead: bool = False
 
     def available(self, site: str) -> bool:
         sa = self.site_available
@@ -95,6 +97,9 @@ class Plan:
     fresh: frozenset[str] = frozenset()
     #: the roles whose parts of the plan ran (see :data:`pool.state.leases.ROLES`)
     roles: frozenset[str] = frozenset(ROLES)
+    #: a named domain running ahead: the policy's size, above the names asked for (the manager asks the
+    #: workload's scheduler to power up nodes toward it); None when nothing is to be asked
+    warm: int | None = None
 
 def _new_ids(domain: str) -> tuple[str, str]:
     return f"{domain}-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex

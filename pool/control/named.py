@@ -26,6 +26,15 @@ def decide_named(d: Draft) -> Decision:
                     f"{capped}", {"wanted": float(len(names))})
 
 
+def run_ahead(named: Decision, ahead: Decision, wanted: int) -> tuple[Decision, int | None]:
+    """The named decision, saying what the policy wants too; and the size to ask the scheduler to power
+    up toward when the policy wants more nodes than the scheduler asked for (None: nothing to ask).
+    The launches stay the scheduler's: a node it powers up asks for itself by name."""
+    reason = f"{named.reason}; policy ahead: {ahead.target} ({ahead.reason})"
+    decision = Decision(named.target, reason, {**named.inputs, "ahead": float(ahead.target)})
+    return decision, (ahead.target if ahead.target > wanted else None)
+
+
 #: A launch withdrawn from a site that is full or broken, to be placed on another (not a failure).
 WITHDRAWN = "not launched: site"
 
