@@ -22,6 +22,7 @@ test: $(STAMP)
 	bash scripts/ensure-rabbitmq.sh
 	$(BIN)/python -m condor.install --if-possible
 	bash slurm/ensure-slurm.sh
+	bash scripts/ensure-debian-packages.sh dashboard "chromium chromedriver" chromium chromium-driver
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)
@@ -35,13 +36,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check pool sensors policies spark condor slurm tests bench examples
 	$(BIN)/mypy
 
-BENCHES := reaction drain overhead popkill tts faults chaos policies spark condor slurm scalein simulator fuzz
+BENCHES := reaction drain overhead popkill tts faults chaos policies spark condor slurm scalein simulator fuzz api
 
 bench: $(addprefix bench-,$(BENCHES))
 
 # `make bench-NAME` runs bench/NAME.py, writes bench/results/NAME.json and rewrites BENCHMARKS.md
 bench-%: $(STAMP)
 	$(BIN)/python -m bench.$*
+	$(BIN)/python -m bench.report
+
+# the policy table, then the wait-target hindsight search on the same traces (bench/waittarget.py)
+bench-policies: $(STAMP)
+	$(BIN)/python -m bench.policies
+	$(BIN)/python -m bench.waittarget --jobs 2
 	$(BIN)/python -m bench.report
 
 # the kill-busy scenarios five times each (seeds 1-5): a loss window is rare, one run proves little

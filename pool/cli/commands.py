@@ -21,6 +21,7 @@ import redis
 from rich.console import Console
 from rich.markup import escape
 
+from pool.api.specs import LIVE_SITES, validate_spec  # noqa: F401  (re-exported)
 from pool.cli.views import (
     Column,
     EnvError,
@@ -38,10 +39,7 @@ from pool.cli.views import (
 )
 from pool.core.model import (
     NodeState,
-    PluginParamError,
     SpecError,
-    UnknownPlugin,
-    parse_domain_spec,
 )
 from pool.core.secrets import install_log_redaction, protect_process, redact, redact_text
 from pool.sites.config import ConfigError, OperatorConfig
@@ -50,8 +48,6 @@ from pool.state.store import Store
 from pool.workloads.base import workload_for_type
 
 console = Console(emoji=False)
-#: Sites that `pool up` runs domains on.
-LIVE_SITES = ("local",)
 err_console = Console(stderr=True, emoji=False, highlight=False)
 log = logging.getLogger("elastic_pool.cli")
 
@@ -314,9 +310,16 @@ def _alive(managers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
               help="seconds before work taken by a dead provisioner worker is taken over")
 @click.option("--metrics-port", default=None, type=click.IntRange(min=0, max=65535),
               help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: a free port)")
+@click.option("--api", "api_address", default=None, metavar="HOST:PORT",
+              help="serve the REST API and the dashboard on HOST:PORT (e.g. 127.0.0.1:8080; port 0: any free one)")
+@click.option("--tls-cert", default=None, type=click.Path(exists=True, dir_okay=False), help="the API's TLS certificate (PEM)")
+@click.option("--tls-key", default=None, type=click.Path(exists=True, dir_okay=False), help="the API's TLS private key (PEM)")
+@click.option("--insecure", is_flag=True, help="serve the API on a non-loopback address without TLS (tokens in the clear)")
 def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float, provisioners: int,
-       list_interval: float, reclaim_after: float, metrics_port: int | None) -> None:
+       list_interval: float, reclaim_after: float, metrics_port: int | None, api_address: str | None,
+       tls_cert: str | None, tls_key: str | None, insecure: bool) -> None:
     """Run the domain manager in the foreground (Ctrl-C stops it; workers keep running)."""
+    api_bind = _api_bind(api_address, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)
     from pool.control.manager import Manager
     from pool.control.metrics import Metrics
     from pool.sites.provisioner import Provisioner
@@ -345,6 +348,9 @@ def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float, pro
                       leases=leases, manager_id=manager_id, workers=provisioners, list_interval=list_interval,
                       reclaim_after=reclaim_after, metrics=metrics)
     store.clear_shutdown()
+    api = _start_api(api_bind, url, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)
+    if api is not None:
+        info["api"] = api.url
     store.register_manager(manager.manager_id, info)
     try:
         pidfile.write_text(str(os.getpid()))
@@ -378,7 +384,7 @@ def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float, pro
     watcher.start()
     say(f"manager {manager.manager_id} up; state in {url}; tick {interval:g}s; "
         f"{provisioners} provisioner workers" + (f"; metrics {info['metrics']}" if "metrics" in info else "")
-        + "; `pool env DOMAIN` prints what a producer needs")
+        + (f"; API {info['api']}" if "api" in info else "") + "; `pool env DOMAIN` prints what a producer needs")
     manager.start_workers()
     try:
         manager.run(interval=interval, stop=stop)
@@ -393,6 +399,8 @@ def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float, pro
     finally:
         finished.set()
         watcher.join(5)
+        if api is not None:
+            api.stop()
         pidfile.unlink(missing_ok=True)
         manager.close()
         try:
@@ -400,6 +408,40 @@ def up(interval: float, drain_timeout: float, quiet: bool, lease_ttl: float, pro
         except redis.RedisError as exc:
             log.warning("could not unregister manager %s: %s", manager.manager_id, exc)
     say("manager stopped")
+
+
+def _api_bind(address: str | None, *, tls_cert: str | None, tls_key: str | None,
+              insecure: bool) -> tuple[str, int] | None:
+    """Where `pool up --api` serves (checked before anything starts), or one line saying why not."""
+    if address is None:
+        if tls_cert or tls_key or insecure:
+            fail("--tls-cert, --tls-key and --insecure go with --api HOST:PORT")
+        return None
+    from pool.api.server import BindRefused, check_bind, parse_address
+
+    try:
+        host, port = parse_address(address)
+        if (tls_cert is None) != (tls_key is None):
+            raise BindRefused("--tls-cert and --tls-key go together: give both, or neither")
+        check_bind(host, tls=tls_cert is not None, insecure=insecure)
+    except BindRefused as exc:
+        fail(str(exc))
+    return host, port
+
+
+def _start_api(bind: tuple[str, int] | None, url: str, *, tls_cert: str | None, tls_key: str | None,
+               insecure: bool) -> Any:
+    """The API server of `pool up --api` (a store of its own: its reads do not wait on the tick's)."""
+    if bind is None:
+        return None
+    from pool.api.app import create_app
+    from pool.api.server import BindRefused, serve
+
+    try:
+        return serve(create_app(store=Store.from_url(url, namespace=_namespace())), host=bind[0], port=bind[1],
+                     tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)
+    except (OSError, BindRefused) as exc:
+        fail(f"--api {bind[0]}:{bind[1]}: cannot serve there ({getattr(exc, 'strerror', None) or exc})", 1)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -568,60 +610,6 @@ def status(as_json: bool) -> None:
 # ---------------------------------------------------------------------------
 
 
-def validate_spec(data: Any) -> Any:
-    """Validate a spec and its plug-ins; raise with one line naming the field."""
-    from policies import registry as policies
-    from pool.sites.registry import BUILTIN_SITES
-    from pool.workloads.images import deployable_type
-    from sensors import registry as sensors
-
-    spec = parse_domain_spec(data)
-    try:
-        policies.build(spec.policy.name, spec.policy.params)
-    except (UnknownPlugin, PluginParamError) as exc:
-        raise SpecError(f"invalid domain spec: policy: {exc}") from None
-    try:
-        sensors.resolve(spec.sensor.name)
-        if spec.sensor.name != "celery":
-            sensors.build(spec.sensor.name, spec.sensor.params)
-        else:
-            params = dict(spec.sensor.params)
-            params.setdefault("broker", spec.broker or "redis://127.0.0.1/1")
-            sensors.build("celery", params)
-    except (UnknownPlugin, PluginParamError) as exc:
-        raise SpecError(f"invalid domain spec: sensor: {exc}") from None
-    try:
-        deployable_type(spec.deployable_type)
-    except UnknownPlugin as exc:
-        raise SpecError(f"invalid domain spec: deployable_type: {exc}") from None
-    from libcloud.compute.providers import Provider
-
-    providers = {v for k, v in vars(Provider).items() if not k.startswith("_") and isinstance(v, str)}
-    for i, site in enumerate(spec.sites):
-        where = "site" if isinstance(data, dict) and "sites" not in data else f"sites.{i}"
-        if site.provider is None and site.name not in LIVE_SITES:
-            other = " (sim runs under `pool simulate`)" if site.name in BUILTIN_SITES else ""
-            raise SpecError(f"invalid domain spec: {where}: unknown site {site.name!r}{other}; valid: "
-                            f"{', '.join(LIVE_SITES)}, or any name with provider: (a libcloud provider, e.g. ec2)")
-        if site.provider is not None and site.provider.lower() not in providers:
-            raise SpecError(f"invalid domain spec: {where}.provider: unknown libcloud provider {site.provider!r} "
-                            "(e.g. ec2, gce, azure_arm, openstack)")
-    try:
-        workload_for_type(spec.deployable_type).check(spec)
-    except (ValueError, UnknownPlugin) as exc:
-        raise SpecError(f"invalid domain spec: {exc}") from None
-    try:
-        config = OperatorConfig.load()
-    except ConfigError as exc:
-        raise SpecError(str(exc)) from None
-    for i, site in enumerate(spec.sites):
-        refusal = config.site_refusal(site)
-        if refusal is not None:
-            where = "site" if isinstance(data, dict) and "sites" not in data else f"sites.{i}"
-            raise SpecError(f"invalid domain spec: {where}: {refusal}")
-    return spec
-
-
 def operator_config() -> OperatorConfig:
     """The operator's configuration ($POOL_CONFIG or {state}/config.yaml), or one line naming what is wrong."""
     try:
@@ -714,7 +702,7 @@ def _apply_one(store: Store, spec: Any) -> None:
         say(f"domain {spec.name} unchanged")
         return
     created = store.put_domain(spec)
-    store.record(spec.name, "applied", time.time(), created=created, **({"changes": changes[:50]} if changes else {}))
+    store.record(spec.name, "applied", time.time(), by="cli", created=created, **({"changes": changes[:50]} if changes else {}))
     if created:
         say(f"domain {spec.name} created")
     elif refused or old is None:
@@ -760,6 +748,7 @@ def ls(output: str, as_json: bool) -> None:
     """Domains: intended and actual size, sensor value, policy."""
     _, store = open_store(start=False)
     rows: list[dict[str, Any]] = []
+    marks = store.marks()
     for spec in store.domains():
         st = store.get_state(spec.name)
         counts = _counts(store, spec.name)
@@ -770,6 +759,7 @@ def ls(output: str, as_json: bool) -> None:
             "value": reading.get("value"), "error": reading.get("error"),
             "intended": st.intended, "actual": live, "joined": counts.get("JOINED", 0),
             "min": spec.min, "max": spec.max, "override": st.override,
+            "paused": marks.paused_by(spec.name) is not None, "paused_by": marks.paused_by(spec.name),
             "deployable_type": spec.deployable_type, "sites": [s.name for s in spec.sites],
             "boot_failures": st.boot_failures,
         })
@@ -790,7 +780,8 @@ def ls(output: str, as_json: bool) -> None:
             value = (f"degraded: {r['boot_failures']} boot failure(s)", "red")
         table.add_row(one_line(r["domain"]), one_line(r["policy"]), one_line(r["sensor"]), value,
                       one_line(r["intended"]), one_line(r["actual"]), one_line(r["joined"]),
-                      f"{r['min']}/{r['max']}", "auto" if r["override"] is None else one_line(r["override"]),
+                      f"{r['min']}/{r['max']}", "paused" if r["paused"] else
+                      "auto" if r["override"] is None else one_line(r["override"]),
                       *((one_line(r["deployable_type"]), one_line(",".join(r["sites"]))) if wide else ()))
     print_table(table)
 
@@ -847,9 +838,12 @@ def show(name: str, n_events: int, show_all: bool, output: str, as_json: bool) -
     order = {s: i for i, s in enumerate(NodeState)}
     nodes.sort(key=lambda n: (order[n.state], n.created))
     if as_json or output == "json":
+        paused_by = store.marks().paused_by(name)
         emit_json({
             "spec": json.loads(spec.model_dump_json()),
             "intended": st.intended, "override": st.override, "readings": st.readings,
+            "actual": sum(n.state.value in ("REQUESTED", "PENDING", "STARTED", "JOINED") for n in every),
+            "paused": paused_by is not None, "paused_by": paused_by,
             "last_decision": st.last_decision,
             "boot_failures": {"count": st.boot_failures, "last_at": st.boot_failed_at, "error": st.boot_error,
                               "last_lines": _last_lines(store, name) if st.boot_failures else []},
@@ -948,7 +942,7 @@ def resize(name: str, size: str) -> None:
     spec = _domain(store, name)
     if size == "auto":
         store.set_override(name, None)
-        store.record(name, "resize", time.time(), size="auto")
+        store.record(name, "resize", time.time(), by="cli", size="auto")
         say(f"domain {name}: size handed back to policy {spec.policy.name}")
         return
     try:
@@ -960,7 +954,7 @@ def resize(name: str, size: str) -> None:
     if not spec.min <= n <= spec.max:
         fail(f"size {n} is outside the domain's bounds [{spec.min}, {spec.max}]; change min/max with `pool apply`")
     store.set_override(name, n)
-    store.record(name, "resize", time.time(), size=n)
+    store.record(name, "resize", time.time(), by="cli", size=n)
     say(f"domain {name}: intended size {n} (operator override; `pool resize {name} auto` to undo)")
 
 
@@ -975,7 +969,7 @@ def delete(name: str, timeout: float | None) -> None:
     spec = _domain(store, name)
     if _ending(store, name):
         store.set_override(name, 0)  # the override wins over min, the policy and a failing sensor
-        store.record(name, "delete", time.time(), what="draining the workers before the domain goes")
+        store.record(name, "delete", time.time(), by="cli", what="draining the workers before the domain goes")
         limit = spec.timeouts.drain + 60.0 if timeout is None else timeout
         say(f"draining {len(_ending(store, name))} node(s) of {name} (up to {limit:g}s; `pool up` must be running)")
         deadline = time.monotonic() + limit
@@ -994,6 +988,86 @@ def delete(name: str, timeout: float | None) -> None:
                 say(f"warning: could not stop a service of {name}: {one_line(exc)}", err=True)
     store.delete_domain(name)
     say(f"domain {name} deleted")
+
+
+@main.command()
+@click.argument("name")
+def pause(name: str) -> None:
+    """Hold a domain's intended size where it is (its policy is not consulted; dead workers are still replaced)."""
+    from pool.workloads.base import cannot_pause
+
+    _, store = open_store(start=False)
+    why = cannot_pause(_domain(store, name))
+    if why:
+        fail(why)
+    now = time.time()
+    store.set_paused(name, "cli", now)
+    store.record(name, "pause", now, by="cli")
+    say(f"domain {name}: paused at intended size {store.get_state(name).intended} (`pool resume {name}` to undo)")
+
+
+@main.command()
+@click.argument("name")
+def resume(name: str) -> None:
+    """Hand a paused domain back to its policy."""
+    _, store = open_store(start=False)
+    _domain(store, name)
+    now = time.time()
+    store.set_paused(name, None, now)
+    store.record(name, "resume", now, by="cli")
+    say(f"domain {name}: resumed (sized by its policy again)")
+
+
+@main.group()
+def token() -> None:
+    """Bearer tokens for the REST API (roles: viewer, operator, admin); only their hashes are stored."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice(("viewer", "operator", "admin")),
+              help="viewer reads; operator also resizes and pauses; admin also applies, deletes and manages tokens")
+def token_create(name: str, role: str) -> None:
+    """Create a token and print it, once (it cannot be shown again)."""
+    from pool.api.auth import TokenError, create_token
+
+    _, store = open_store(start=True)
+    try:
+        value = create_token(store, name, role, now=time.time())
+    except TokenError as exc:
+        fail(str(exc))
+    click.echo(value)
+    say(f"token {name} ({role}) created: shown once, keep it; send it as 'Authorization: Bearer TOKEN'", err=True)
+
+
+@token.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def token_ls(as_json: bool) -> None:
+    """Tokens: name, role, when created (never the token)."""
+    from pool.api.auth import list_tokens
+
+    _, store = open_store(start=False)
+    rows = list_tokens(store)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        say("no tokens (`pool token create NAME --role viewer|operator|admin`)", err=True)
+        return
+    table = TextTable.of("NAME", "ROLE", "CREATED")
+    for r in rows:
+        table.add_row(one_line(r["name"]), r["role"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"])))
+    print_table(table)
+
+
+@token.command("rm")
+@click.argument("name")
+def token_rm(name: str) -> None:
+    """Revoke a token."""
+    _, store = open_store(start=False)
+    if not store.delete_token(name):
+        fail(f"no token named {name[:64]!r} (`pool token ls` lists them)", 1)
+    say(f"token {name} removed")
 
 
 def _ending(store: Store, name: str) -> list[str]:
@@ -1016,6 +1090,28 @@ def events(name: str, count: int) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(when)) if when is not None else "--:--:--"
         kind = str(e.pop("kind", "?"))
         click.echo(one_line(f"{stamp} {kind:10s} " + " ".join(f"{k}={v}" for k, v in e.items()), 2000))
+
+
+@main.command("watch")
+@click.argument("name", required=False)
+@click.option("--interval", default=1.0, show_default=True, type=Seconds(0.1, 3600), help="seconds between refreshes")
+@click.option("--count", default=None, type=click.IntRange(min=1), metavar="N",
+              help="show N refreshes, one after another, then exit (default: live until Ctrl-C)")
+@click.option("--once", is_flag=True, help="one refresh, then exit (the same as --count 1)")
+def watch_command(name: str | None, interval: float, count: int | None, once: bool) -> None:
+    """Live view of every domain (or of NAME: its reading and workers over the last hour, nodes, decisions)."""
+    from pool.cli import watch as watching
+
+    _, store = open_store(start=False)
+    if name is not None:
+        _domain(store, name)
+    try:
+        watching.run(observe_frame=lambda now: watching.observe(store, name, now), console=console,
+                     interval=interval, count=1 if once else count)
+    except KeyboardInterrupt:
+        return
+    except redis.RedisError as exc:
+        fail(f"lost the pool's Redis: {one_line(exc, 200)}", 1)
 
 
 @main.command("env")

@@ -41,7 +41,7 @@ from pool.core.model import (
 from pool.sites.provisioner import Provisioner, RetryableError, SiteNode
 from pool.state.leases import ROLES, Lease, LeaseLost, Leases
 from pool.state.redisserver import broker_url_for
-from pool.state.store import FencedWrite, Store
+from pool.state.store import FencedWrite, Marks, ReadingPoint, Store
 from pool.state.workqueue import RECLAIM_AFTER, WorkItem
 from pool.workloads.base import DomainService, import_path, workload_for_type
 from sensors import Sensor, error_text, load_sensor
@@ -49,6 +49,24 @@ from sensors import Sensor, error_text, load_sensor
 log = logging.getLogger("elastic_pool.manager")
 
 S = NodeState
+
+#: least seconds between two power-up requests of a domain whose policy runs ahead of its scheduler
+WARM_INTERVAL = 5.0
+
+
+def _runs_ahead(spec: DomainSpec) -> bool:
+    """Whether a named domain's policy may ask its scheduler for nodes ahead of it (the workload says)."""
+    runs = getattr(workload_for_type(spec.deployable_type), "runs_ahead", None)
+    return bool(runs(spec)) if runs is not None else False
+
+
+def bank_usage(spec: DomainSpec, forgotten: Iterable[NodeRecord], now: float) -> dict[str, float]:
+    """The worker-seconds and cost of the ended records a plan forgets, added to the running usage totals
+    in the commit that forgets them, so that usage outlives the records (``pool.core.usage``)."""
+    from pool.core.usage import bank
+
+    forgotten = list(forgotten)
+    return bank(spec, forgotten, now=now) if forgotten else {}
 
 
 # ---------------------------------------------------------------------------
@@ -106,6 +124,7 @@ class Manager:
         self.n_workers = workers
         self.list_interval = list_interval
         self._listings: dict[str, tuple[float, Mapping[str, SiteNode]]] = {}
+        self._warmed: dict[str, float] = {}  # per domain: when its scheduler was last asked to power nodes up
         self.metrics = metrics
         self.actuator = Actuator(store=store, provisioner=provisioner, queue=self.queue, attributes=self.attributes,
                                  clock=clock, consumer=f"{self.manager_id}-tick", still_leader=self._still_leader,
@@ -113,6 +132,7 @@ class Manager:
         self.workers = Workers(self.actuator, count=workers, name=self.manager_id)
         self._repairs: dict[str, tuple[str, float]] = {}  # replacement -> (lost node, last sign of life)
         self._reported: dict[tuple[str, str], str] = {}  # refused specs and records already reported
+        self._last_points: dict[str, ReadingPoint] = {}  # per domain: the readings history's last point
 
     @property
     def lease(self) -> Lease | None:
@@ -221,6 +241,7 @@ class Manager:
             listed_at=min((self._listings[s][0] for s in sites if s in self._listings), default=now),
             wanted=self.store.wanted(spec.name) if getattr(workload_for_type(spec.deployable_type), "named", False)
             else None,
+            ahead=_runs_ahead(spec),
         )
 
     def _busy_from_readings(self, domain: str, readings: Mapping[str, Reading], heartbeats: dict[str, Heartbeat],
@@ -329,6 +350,7 @@ class Manager:
         store.put_nodes([*plan.changed, *fresh], work=work)
         self._record(plan, spec, store=store, now=now, events=plan.events)
         self._named_failed(plan, spec, store=store)
+        self._warm(plan, spec, store=store, now=now)
         return len(work)
 
     def _named_failed(self, plan: Plan, spec: DomainSpec, *, store: Store) -> None:
@@ -347,6 +369,22 @@ class Manager:
             except Exception as exc:  # reported; the scheduler's own timeout still applies
                 store.record(spec.name, "error", self.clock(), what="node_failed", node=name, error=error_text(exc))
 
+    def _warm(self, plan: Plan, spec: DomainSpec, *, store: Store, now: float) -> None:
+        """A named domain whose policy runs ahead of its scheduler: ask the scheduler to power up nodes toward
+        the policy's size (the workload's ``warm``: the scheduler then asks for them by name), at
+        most every few seconds; what was asked is recorded (``prewarm`` events)."""
+        if plan.warm is None or now - self._warmed.get(spec.name, float("-inf")) < WARM_INTERVAL:
+            return
+        self._warmed[spec.name] = now
+        hook = getattr(workload_for_type(spec.deployable_type), "warm", None)
+        try:
+            names = list(hook(spec, target=plan.warm)) if hook is not None else []
+        except Exception as exc:  # said; the scheduler still powers nodes up on its own
+            store.record(spec.name, "error", now, what="prewarm", error=error_text(exc))
+            return
+        if names:
+            store.record(spec.name, "prewarm", now, target=plan.warm, names=names)
+
     def _record(self, plan: Plan, spec: DomainSpec, *, store: Store, now: float,
                 events: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """The end of every apply: ended records forgotten, the decider's state, the events, metrics."""
@@ -355,9 +393,9 @@ class Manager:
                 self.provisioner.forget(rec)
             except Exception:
                 pass
-        store.forget_nodes(spec.name, [r.node_id for r in plan.forget])
+        store.forget_nodes(spec.name, [r.node_id for r in plan.forget], usage=bank_usage(spec, plan.forget, now))
         if "decider" in plan.roles:
-            store.put_state(spec.name, plan.state)
+            store.put_state(spec.name, plan.state, reading=self._reading_due(plan, spec, now))
         events = list(events)
         for kind, data in events:
             store.record(spec.name, kind, now, **data)
@@ -416,9 +454,10 @@ class Manager:
             self.metrics.held(roles, ROLES)
         listings: dict[str, Mapping[str, SiteNode] | None] = {}
         plans = []
+        marks = self.store.marks()  # paused domains and domains being deleted, in one read
         for spec in self.store.domains():
             try:
-                plans.append(self._tick_domain(spec, now, roles=roles, store=store, listings=listings))
+                plans.append(self._tick_domain(spec, now, roles=roles, store=store, listings=listings, marks=marks))
             except (LeaseLost, FencedWrite, redis.ConnectionError, redis.TimeoutError):
                 raise  # the whole tick stops: deposed, or the store is away
             except Exception as exc:  # one bad domain never stops the others
@@ -442,7 +481,7 @@ class Manager:
             log.error("work left over: %s", error_text(exc))
 
     def _tick_domain(self, spec: DomainSpec, now: float, *, roles: frozenset[str], store: Store,
-                     listings: dict[str, Mapping[str, SiteNode] | None]) -> Plan:
+                     listings: dict[str, Mapping[str, SiteNode] | None], marks: Marks | None = None) -> Plan:
         """Services, observe, plan (pure) and apply for one domain."""
         context: dict[str, str] = {}
         for service in self.services:
@@ -454,10 +493,59 @@ class Manager:
         self.context[spec.name] = context
         obs = self.observe(spec, now, listings)
         policy, err = self.policy_for(spec)
-        plan = self._repairs_joined(plan_domain(obs, policy, policy_error=err, roles=roles), now)
+        marks = marks or Marks()
+        deleting = marks.deleting.get(spec.name)
+        plan = self._repairs_joined(plan_domain(obs, policy, policy_error=err, roles=roles,
+                                                paused_by=marks.paused_by(spec.name),
+                                                deleting=None if deleting is None else str(deleting["by"])), now)
         self.apply(plan, spec, store=store)
         self.last_plans[spec.name] = plan
+        if deleting is not None and "decider" in roles:
+            self._finish_deletion(spec, now, by=str(deleting["by"]))
         return plan
+
+    # -- readings history and deletion -------------------------------------------------------
+    #: seconds between two points of a domain's readings history while nothing changes
+    READING_EVERY = 5.0
+
+    def _reading_due(self, plan: Plan, spec: DomainSpec, now: float) -> ReadingPoint | None:
+        """A point for the domain's readings history when its value, intended or actual size changed, or
+        :attr:`READING_EVERY` seconds passed since the last one (``None``: nothing to write this tick)."""
+        reading = plan.state.readings.get(spec.sensor.name) or {}
+        value = reading.get("value")
+        point = ReadingPoint(time=now, value=float(value) if isinstance(value, (int, float)) else None,
+                             intended=plan.state.intended, actual=plan.view.actual)
+        last = self._last_points.get(spec.name)
+        if last is not None and point.same(last) and now - last.time < self.READING_EVERY:
+            return None
+        self._last_points[spec.name] = point
+        return point
+
+    def _finish_deletion(self, spec: DomainSpec, now: float, *, by: str) -> None:
+        """A domain being deleted goes once no node of it may still run: its services stopped, its records
+        forgotten (their usage banked), a ``deleted`` event, then the domain (its event log kept a day)."""
+        records = self.store.nodes(spec.name)
+        if any(n.state != S.TERMINATED and not (n.state == S.FAILED and n.provider_id is None) for n in records):
+            return
+        for service in self.services:
+            if service.applies(spec):
+                try:
+                    service.stop(spec)
+                except Exception as exc:  # said; the domain still goes
+                    self.store.record(spec.name, "error", now, what="service stop", error=error_text(exc))
+        self.store.forget_nodes(spec.name, [n.node_id for n in records], usage=bank_usage(spec, records, now))
+        self.store.record(spec.name, "deleted", now, by=by)
+        self.store.delete_domain(spec.name, keep_events=True)
+        self._last_points.pop(spec.name, None)
+        self.last_plans.pop(spec.name, None)
+        self.context.pop(spec.name, None)
+        cached = self._sensors.pop(spec.name, None)
+        if cached is not None and cached[1] is not None:
+            cached[1].close()
+        stop_watch = self._watches.pop(spec.name, None)
+        if stop_watch is not None:
+            stop_watch()
+        log.info("domain %s deleted (by %s)", spec.name, by)
 
     def _report_refused(self, now: float) -> None:
         """One event per stored spec or record that did not validate (it is left alone, not acted on)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import AbstractSet, Callable
 
-from policies import Policy
+from policies import Policy, primary
 from pool.control.backoff import note_boot_failures
 from pool.control.decider import choose_victims, decide, record, scale, view_of
 from pool.control.doctor import doctor
@@ -33,7 +33,8 @@ from pool.control.draft import (
     Termination,
     _new_ids,
 )
-from pool.control.named import decide_named, scale_named
+from pool.control.named import decide_named, run_ahead, scale_named
+from pool.core.model import Decision, DomainState
 from pool.state.leases import ROLES
 
 __all__ = ["END_RETRIES", "END_RETRY_CAP", "LISTING_GRACE", "TERMINATED_RETENTION", "Observation", "Plan",
@@ -46,8 +47,14 @@ def plan_domain(
     policy_error: str | None = None,
     new_ids: Callable[[str], tuple[str, str]] = _new_ids,
     roles: AbstractSet[str] = frozenset(ROLES),
+    paused_by: str | None = None,
+    deleting: str | None = None,
 ) -> Plan:
     """Doctor, decide, shape and choose actions for one domain. No I/O, no clock reads.
+
+    ``paused_by`` (who paused the domain) holds its intended size: the policy is not consulted, dead
+    workers are still replaced, an operator's override still counts. ``deleting`` (who deleted it)
+    drains every worker, whatever the policy, the override or the domain's minimum say.
 
     ``roles`` says which actor parts run: ``doctor`` (heartbeats, deadlines), ``provisioner``
     (the site's listing: vanished machines, zombies; pass ``site_nodes=None`` to skip it) and
@@ -62,11 +69,35 @@ def plan_domain(
     decider = "decider" in roles
     errors: list[Event] = []
     value: float | None
-    if obs.wanted is not None and decider:  # a named domain: the workload says which nodes (a scheduler's resume request)
+    warm: int | None = None
+    held = operator_hold(obs, state, paused_by=paused_by, deleting=deleting) if decider else None
+    if held is not None:  # paused or being deleted: the size an operator holds it at
+        reading = primary(obs.readings)
+        decision, value = held, (reading.value if reading is not None else None)
+        launches, fresh = scale(draft, decision, state, live, joined=view.joined, decider=decider, new_ids=new_ids)
+    elif obs.wanted is not None and decider:  # a named domain: the workload says which nodes (a scheduler's resume request)
         decision, value = decide_named(draft), float(len(obs.wanted))
+        if obs.ahead:  # the policy may run ahead of the scheduler: its size is asked of the scheduler, not launched
+            ahead, errors, value = decide(obs, policy, view, state, decider=decider, policy_error=policy_error)
+            decision, warm = run_ahead(decision, ahead, len(obs.wanted))
         launches, fresh = scale_named(draft, decision, state, live, new_ids=new_ids)
     else:
         decision, errors, value = decide(obs, policy, view, state, decider=decider, policy_error=policy_error)
         launches, fresh = scale(draft, decision, state, live, joined=view.joined, decider=decider, new_ids=new_ids)
-    return record(draft, decision, view, state, errors=errors, value=value, launches=launches, fresh=fresh,
+    plan = record(draft, decision, view, state, errors=errors, value=value, launches=launches, fresh=fresh,
                   roles=roles)
+    return replace(plan, warm=warm) if warm is not None else plan
+
+
+def operator_hold(obs: Observation, state: DomainState, *, paused_by: str | None,
+                  deleting: str | None) -> Decision | None:
+    """The decision when an operator holds the domain (``None``: the usual path decides).
+
+    Being deleted: size 0. Paused (a domain sized by count, with no override): the intended size it
+    had, within the spec's bounds."""
+    if deleting is not None:
+        return Decision(0, f"deleting (by {deleting}): draining every worker")
+    if paused_by is None or state.override is not None or obs.wanted is not None:
+        return None
+    spec = obs.spec
+    return Decision(max(spec.min, min(spec.max, state.intended)), f"paused by {paused_by}")

@@ -24,7 +24,7 @@ from typing import IO
 
 from pool.core.model import NodeState, clean_text
 from pool.state.store import Store
-from pool.workloads.base import from_import_path, load_workload
+from pool.workloads.base import check_endpoint, from_import_path, load_workload
 
 #: Lines of the workload's output the agent keeps for a boot failure's report.
 LAST_LINES = 20
@@ -36,13 +36,16 @@ class Agent:
     Heartbeat fields: ``time``, ``workload_alive``, ``draining`` and ``drained`` (written here),
     ``ready``, ``active`` and ``idle_since`` (written by the workload's task signals, or returned by
     ``probe`` every interval for a workload that is watched from outside, like a Spark worker).
-    ``drain`` replaces the plain SIGTERM of a warm shutdown when the workload has its own.
+    ``drain`` replaces the plain SIGTERM of a warm shutdown when the workload has its own. ``endpoint``
+    (a workload that serves requests) gives the worker's address, beaten as ``endpoint`` while the workload
+    runs and cleared when it drains, so that no client is sent to a worker on its way out.
     """
 
     def __init__(self, *, store: Store, domain: str, node_id: str, command: list[str],
                  interval: float, env: dict[str, str] | None = None,
                  probe: Callable[[], Mapping[str, object]] | None = None,
                  drain: Callable[[subprocess.Popen[bytes], Callable[..., None]], None] | None = None,
+                 endpoint: Callable[[], str | None] | None = None,
                  ) -> None:
         self.store = store
         self.domain = domain
@@ -52,6 +55,8 @@ class Agent:
         self.env = env
         self.probe = probe
         self.drain = drain
+        self.endpoint = endpoint
+        self.endpoint_error: str | None = None
         self.stopping = threading.Event()
         self.proc: subprocess.Popen[bytes] | None = None
         self.draining = False
@@ -112,7 +117,7 @@ class Agent:
                 reported = True
                 code = self.proc.returncode or 1
                 self._report_exit(self.proc.returncode)
-            self._beat(workload_alive=alive, **(self._probe() if alive else {}))
+            self._beat(workload_alive=alive, **{**(self._probe() if alive else {}), **self._endpoint(alive)})
             if self._drain_requested():
                 self.asked = True
                 break
@@ -122,7 +127,7 @@ class Agent:
         """Warm shutdown: the workload takes no more work and finishes what it holds; unacked work
         returns to the queue. Beats ``draining`` until the workload has exited."""
         assert self.proc is not None
-        self._beat(draining=True, workload_alive=self.proc.poll() is None)
+        self._beat(draining=True, workload_alive=self.proc.poll() is None, **({"endpoint": ""} if self.endpoint else {}))
         if self.drain is not None:
             self.drain(self.proc, self._beat)
         elif self.proc.poll() is None:
@@ -152,6 +157,21 @@ class Agent:
         except Exception as exc:  # noqa: BLE001
             print(f"agent {self.node_id}: cannot report the exit: {exc}", file=sys.stderr, flush=True)
 
+    def _endpoint(self, alive: bool) -> dict[str, str]:
+        """The ``endpoint`` heartbeat field: the workload's address while it runs (empty: none, or not valid)."""
+        if self.endpoint is None:
+            return {}
+        try:
+            address = self.endpoint() if alive else None
+        except Exception as exc:  # noqa: BLE001  (no address this beat)
+            print(f"agent {self.node_id}: endpoint failed: {exc}", file=sys.stderr, flush=True)
+            address = None
+        wrong = check_endpoint(address) if address is not None else None
+        if wrong is not None and wrong != self.endpoint_error:  # said once, not every beat
+            print(f"agent {self.node_id}: {wrong}", file=sys.stderr, flush=True)
+        self.endpoint_error = wrong
+        return {"endpoint": address if address is not None and wrong is None else ""}
+
     def _probe(self) -> Mapping[str, object]:
         if self.probe is None:
             return {}
@@ -171,7 +191,7 @@ def main() -> None:
     workload = from_import_path(name) if ":" in name else load_workload(name)
     side = workload.node(env)
     agent = Agent(store=store, domain=domain, node_id=node_id, command=side.command, interval=interval,
-                  env=side.env, probe=side.probe, drain=side.drain)
+                  env=side.env, probe=side.probe, drain=side.drain, endpoint=side.endpoint)
     try:
         sys.exit(agent.run())
     finally:

@@ -6,6 +6,7 @@ import copy
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections import deque
@@ -31,6 +32,15 @@ from pool.state.workqueue import RECLAIM_AFTER, QueueLike, WorkItem, WorkQueue
 log = logging.getLogger("elastic_pool.store")
 
 EVENT_LOG_LENGTH = 2000
+#: most tries of an atomic shift of the operator's size while other writers change it
+OVERRIDE_RETRIES = 50
+#: entries kept (about) in a domain's readings history (an hour at one point every few seconds, and changes)
+READINGS_LENGTH = 4000
+#: seconds a deleted domain's event log is kept (so that readers see its ``deleted`` event)
+DELETED_EVENTS_TTL = 24 * 3600
+#: the roles a token may have, weakest first (each may do what the ones before it may)
+TOKEN_ROLES = ("viewer", "operator", "admin")
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
 #: seconds a node's heartbeat hash outlives its last beat
 HEARTBEAT_TTL = 24 * 3600
 #: entries kept (about) in a domain's stream of heartbeat changes (one node per entry)
@@ -267,13 +277,18 @@ class Store:
         self._specs[name] = (text, spec)
         return spec
 
-    def delete_domain(self, name: str) -> None:
-        keys = [self._d(name, k) for k in ("state", "override", "nodes", "events", "nx", "hbt", "hbs", "hbn", "hbx",
-                                           "wanted")]
+    def delete_domain(self, name: str, *, keep_events: bool = False) -> None:
+        """Remove the domain and everything kept of it (its event log stays a day with ``keep_events``)."""
+        parts = ["state", "override", "nodes", "nx", "hbt", "hbs", "hbn", "hbx", "wanted", "readings"]
+        keys = [self._d(name, k) for k in parts + ([] if keep_events else ["events"])]
         keys += list(self.r.scan_iter(match=self._d(name, "hb", "*"), count=1000))
         pipe = self.r.pipeline()
         pipe.hdel(self._k("domains"), name)
+        pipe.hdel(self._k("paused"), name)
+        pipe.hdel(self._k("deleting"), name)
         pipe.delete(*keys)
+        if keep_events:
+            pipe.expire(self._d(name, "events"), DELETED_EVENTS_TTL)
         pipe.execute()
 
     def get_state(self, domain: str) -> DomainState:
@@ -287,10 +302,13 @@ class Store:
         state.override = int(override) if override and override.isdigit() and len(override) < 10 else None
         return state
 
-    def put_state(self, domain: str, state: DomainState) -> None:
-        """The manager's memory; the operator's override lives in a key of its own."""
+    def put_state(self, domain: str, state: DomainState, *, reading: "ReadingPoint | None" = None) -> None:
+        """The manager's memory (the operator's override lives in a key of its own); with ``reading``,
+        a point of the domain's readings history in the same commit."""
         pipe = self.r.pipeline(transaction=False)
         pipe.set(self._d(domain, "state"), state.to_json())
+        if reading is not None:
+            pipe.xadd(self._d(domain, "readings"), reading.fields(), maxlen=READINGS_LENGTH, approximate=True)
         self._commit(pipe)
 
     def set_override(self, domain: str, size: int | None) -> None:
@@ -299,6 +317,27 @@ class Store:
             self.r.delete(self._d(domain, "override"))
         else:
             self.r.set(self._d(domain, "override"), str(size))
+
+    def shift_override(self, domain: str, delta: int, *, low: int, high: int) -> int:
+        """Add ``delta`` to the operator's size (to the intended size when none is set), atomically: two
+        shifts at once both count. ValueError naming the size when it would leave ``[low, high]``."""
+        key = self._d(domain, "override")
+        with self.r.pipeline() as pipe:
+            for _ in range(OVERRIDE_RETRIES):
+                try:
+                    pipe.watch(key)
+                    raw: Any = pipe.get(key)  # (watched: answered at once)
+                    base = int(raw) if raw and raw.isdigit() and len(raw) < 10 else self.get_state(domain).intended
+                    size = base + delta
+                    if not low <= size <= high:
+                        raise ValueError(f"size {size} is outside the domain's bounds [{low}, {high}]")
+                    pipe.multi()
+                    pipe.set(key, str(size))
+                    pipe.execute()
+                    return size
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"domain {domain}: the size changed {OVERRIDE_RETRIES} times while it was being shifted")
 
     # -- named nodes (a Slurm domain: the nodes slurmctld asked to power up) ------------------
     def want(self, domain: str, names: Iterable[str], now: float) -> None:
@@ -435,7 +474,9 @@ class Store:
                     time.sleep(min(0.2, 0.005 * 2 ** attempt))
         raise RuntimeError(f"node {node_id}: record kept changing; gave up after {attempts} attempts")
 
-    def forget_nodes(self, domain: str, node_ids: Iterable[str]) -> None:
+    def forget_nodes(self, domain: str, node_ids: Iterable[str], *, usage: Mapping[str, float] | None = None) -> None:
+        """Delete ended records; ``usage`` (``pool.core.usage.bank``) is added to the running usage totals in
+        the same commit (``since`` kept as the smallest value ever given)."""
         ids = list(node_ids)
         if not ids:
             return
@@ -445,7 +486,16 @@ class Store:
         pipe.zrem(self.heartbeat_times_key(domain), *ids)
         pipe.zrem(self.heartbeat_numbers_key(domain), *ids)
         self._note_records(pipe, domain, ids)
+        for member, amount in (usage or {}).items():
+            if member == "since":
+                pipe.zadd(self._k("usage"), {member: amount}, lt=True)
+            else:
+                pipe.zincrby(self._k("usage"), amount, member)
         self._commit(pipe)
+
+    def usage_totals(self) -> dict[str, float]:
+        """The running usage totals banked when records were forgotten (raw: validate before use)."""
+        return {str(member): float(score) for member, score in self.r.zrange(self._k("usage"), 0, -1, withscores=True)}
 
     # -- heartbeats (written by agents and by the worker's task signals) -------------------
     def heartbeats(self, domain: str, node_ids: Iterable[str]) -> dict[str, Heartbeat]:
@@ -600,6 +650,95 @@ class Store:
     def clear_shutdown(self) -> None:
         self.r.delete(self._k("control", "shutdown"), self._k("control", "shutdown", "timeout"))
 
+    # -- what operators set beside the spec: pause, deletion, access tokens -----------------
+    def set_paused(self, domain: str, by: str | None, now: float) -> None:
+        """Hold the domain's intended size (``by``: who asked), or hand it back to its policy (``None``)."""
+        if by is None:
+            self.r.hdel(self._k("paused"), domain)
+        else:
+            self.r.hset(self._k("paused"), domain, json.dumps({"by": by[:128], "time": now}))
+
+    def mark_deleting(self, domain: str, by: str, now: float) -> None:
+        """Ask the manager to drain the domain's workers and then delete it."""
+        self.r.hset(self._k("deleting"), domain, json.dumps({"by": by[:128], "time": now}))
+
+    def marks(self) -> "Marks":
+        """Every paused domain and every domain being deleted, in one round trip (read once per tick)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(self._k("paused"))
+        pipe.hgetall(self._k("deleting"))
+        paused, deleting = pipe.execute()
+        return Marks(paused=_marks(paused), deleting=_marks(deleting))
+
+    def put_token(self, name: str, *, role: str, digest: str, now: float) -> bool:
+        """Store a token's hash under ``name`` (never the token); False if the name is taken."""
+        return bool(self.r.hsetnx(self._k("tokens"), name, json.dumps({"role": role, "hash": digest, "created": now})))
+
+    def delete_token(self, name: str) -> bool:
+        return bool(self.r.hdel(self._k("tokens"), name))
+
+    def tokens(self) -> dict[str, dict[str, Any]]:
+        """Tokens by name: ``{role, hash, created}``; entries that are not ones the pool wrote are left out."""
+        return _tokens(self.r.hgetall(self._k("tokens")))
+
+    # -- readings history and events as the API reads them ---------------------------------
+    def readings(self, domain: str, since: float, *, count: int = READINGS_LENGTH) -> list[dict[str, float | None]]:
+        """The domain's readings history from ``since`` on, oldest first: ``{time, value, intended, actual}``."""
+        start = f"{max(0, int(since * 1000))}-0"
+        return [p for _, f in self.r.xrange(self._d(domain, "readings"), start, "+", count=count)
+                if (p := _point(f)) is not None]
+
+    def event_log(self, domain: str, count: int = 20, kind: str | None = None) -> list[dict[str, Any]]:
+        """Newest first, each with its ``id`` (the stream entry's) and ``domain``."""
+        out = []
+        for entry_id, fields in self.r.xrevrange(self._d(domain, "events"), count=count * (5 if kind else 1)):
+            if kind and fields.get("kind") != kind:
+                continue
+            event = _event(fields)
+            if event is not None:
+                out.append({**event, "id": entry_id, "domain": domain})
+                if len(out) >= count:
+                    break
+        return out
+
+    def event_positions(self, domains: Iterable[str]) -> dict[str, str]:
+        """The newest event id of each domain's log ("0-0" when it has none): where a reader starts."""
+        names = list(domains)
+        pipe = self.r.pipeline(transaction=False)
+        for name in names:
+            pipe.xrevrange(self._d(name, "events"), count=1)
+        return {name: (last[0][0] if last else "0-0") for name, last in zip(names, pipe.execute())}
+
+    def read_events(self, positions: dict[str, str], *, block: float = 0.0,
+                    count: int = 500) -> list[dict[str, Any]]:
+        """Events recorded after ``positions`` (domain -> last id read), oldest first, waiting up to
+        ``block`` seconds for one; ``positions`` is moved past what is returned."""
+        if not positions:
+            return []
+        streams = {self._d(name, "events"): pos for name, pos in positions.items()}
+        by_key = {self._d(name, "events"): name for name in positions}
+        replies = self.r.xread(streams, count=count, block=max(1, int(block * 1000)) if block > 0 else None)
+        out = []
+        for key, entries in replies or []:
+            name = by_key[key]
+            for entry_id, fields in entries:
+                positions[name] = entry_id
+                event = _event(fields)
+                if event is not None:
+                    out.append({**event, "id": entry_id, "domain": name})
+        return out
+
+    def queued_work(self, count: int = 100) -> list[dict[str, Any]]:
+        """The oldest ``count`` provisioning work items waiting or being done (entries not the pool's left out)."""
+        out = []
+        for entry_id, fields in self.r.xrange(self._k("work"), count=count):
+            try:
+                item = WorkItem.from_entry(entry_id, fields)
+            except (ValueError, TypeError):
+                continue
+            out.append(_work_view(item))
+        return out
+
     # -- the pieces built on this store's client ------------------------------------------
     def ping(self) -> bool:
         return bool(self.r.ping())
@@ -635,6 +774,7 @@ class MemoryStore(Store):
         self._domains: dict[str, DomainSpec] = {}
         self._states: dict[str, DomainState] = {}
         self._overrides: dict[str, int] = {}
+        self._shift_lock = threading.Lock()
         self._wanted: dict[str, dict[str, float]] = {}
         self._nodes: dict[str, dict[str, NodeRecord]] = {}
         self._ordered: dict[str, bool] = {}  # False once a record arrives out of creation order
@@ -644,6 +784,12 @@ class MemoryStore(Store):
         self._managers: dict[str, dict[str, Any]] = {}
         self._shutdown: float | None = None
         self._work = MemoryWorkQueue()
+        self._paused: dict[str, dict[str, Any]] = {}
+        self._deleting: dict[str, dict[str, Any]] = {}
+        self._tokens: dict[str, dict[str, Any]] = {}
+        self._readings: dict[str, deque[ReadingPoint]] = {}
+        self._recorded: dict[str, int] = {}  # events ever recorded per domain (their ids: 1, 2, ...)
+        self._usage: dict[str, float] = {}  # usage banked by forget_nodes
         self.refused: dict[str, str] = {}  # nothing is serialized here, so nothing is ever refused
         self.refused_records: dict[tuple[str, str], str] = {}
 
@@ -663,10 +809,11 @@ class MemoryStore(Store):
     def domains(self) -> list[DomainSpec]:
         return [self._domains[name] for name in sorted(self._domains)]
 
-    def delete_domain(self, name: str) -> None:
+    def delete_domain(self, name: str, *, keep_events: bool = False) -> None:
         tables: list[dict[str, Any]] = [self._domains, self._states, self._overrides, self._nodes,
-                                        self._ordered, self._last_created, self._hb, self._events, self._wanted]
-        for table in tables:
+                                        self._ordered, self._last_created, self._hb, self._wanted,
+                                        self._paused, self._deleting, self._readings]
+        for table in tables if keep_events else [*tables, self._events, self._recorded]:
             table.pop(name, None)
 
     def get_state(self, domain: str) -> DomainState:
@@ -676,14 +823,28 @@ class MemoryStore(Store):
         state.override = self._overrides.get(domain)
         return state
 
-    def put_state(self, domain: str, state: DomainState) -> None:
+    def put_state(self, domain: str, state: DomainState, *, reading: ReadingPoint | None = None) -> None:
         self._states[domain] = state
+        if reading is not None:
+            points = self._readings.get(domain)
+            if points is None:
+                points = self._readings[domain] = deque(maxlen=READINGS_LENGTH)
+            points.append(reading)
 
     def set_override(self, domain: str, size: int | None) -> None:
         if size is None:
             self._overrides.pop(domain, None)
         else:
             self._overrides[domain] = int(size)
+
+    def shift_override(self, domain: str, delta: int, *, low: int, high: int) -> int:
+        with self._shift_lock:
+            current = self._overrides.get(domain)
+            size = (current if current is not None else self.get_state(domain).intended) + delta
+            if not low <= size <= high:
+                raise ValueError(f"size {size} is outside the domain's bounds [{low}, {high}]")
+            self._overrides[domain] = size
+            return size
 
     def want(self, domain: str, names: Iterable[str], now: float) -> None:
         table = self._wanted.setdefault(domain, {})
@@ -732,12 +893,19 @@ class MemoryStore(Store):
         table[node_id] = twin
         return twin
 
-    def forget_nodes(self, domain: str, node_ids: Iterable[str]) -> None:
+    def forget_nodes(self, domain: str, node_ids: Iterable[str], *, usage: Mapping[str, float] | None = None) -> None:
         table = self._nodes.get(domain, {})
         hbs = self._hb.get(domain, {})
         for node_id in node_ids:
             table.pop(node_id, None)
             hbs.pop(node_id, None)
+        totals = self._usage
+        for member, amount in (usage or {}).items():
+            totals[member] = min(totals.get(member, amount), amount) if member == "since" else \
+                totals.get(member, 0.0) + amount
+
+    def usage_totals(self) -> dict[str, float]:
+        return dict(self._usage)
 
     # -- heartbeats -------------------------------------------------------------------
     def heartbeats(self, domain: str, node_ids: Iterable[str]) -> dict[str, Heartbeat]:
@@ -785,6 +953,7 @@ class MemoryStore(Store):
             log = self._events[domain] = deque(maxlen=self.event_log_length)
         event = {"kind": kind, "time": float(now), **data}
         log.append(event)
+        self._recorded[domain] = self._recorded.get(domain, 0) + 1
         if self.on_record is not None:
             self.on_record(domain, event)
 
@@ -798,6 +967,66 @@ class MemoryStore(Store):
             if len(out) >= count:
                 break
         return out
+
+    def _numbered(self, domain: str) -> list[tuple[int, dict[str, Any]]]:
+        """The domain's kept events, oldest first, with their numbers (the ids of this store)."""
+        log = self._events.get(domain, ())
+        first = self._recorded.get(domain, 0) - len(log) + 1
+        return [(first + i, event) for i, event in enumerate(log)]
+
+    def event_log(self, domain: str, count: int = 20, kind: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for number, event in reversed(self._numbered(domain)):
+            if not kind or event["kind"] == kind:
+                out.append({**event, "id": f"{number}-0", "domain": domain})
+                if len(out) >= count:
+                    break
+        return out
+
+    def event_positions(self, domains: Iterable[str]) -> dict[str, str]:
+        return {name: f"{self._recorded.get(name, 0)}-0" for name in domains}
+
+    def read_events(self, positions: dict[str, str], *, block: float = 0.0,
+                    count: int = 500) -> list[dict[str, Any]]:
+        """As :meth:`Store.read_events`, without waiting (one process: nothing records while this runs)."""
+        out: list[dict[str, Any]] = []
+        for name, pos in positions.items():
+            after = _sid(pos)[0]
+            for number, event in self._numbered(name):
+                if number > after and len(out) < count:
+                    out.append({**event, "id": f"{number}-0", "domain": name})
+                    positions[name] = f"{number}-0"
+        return out
+
+    def readings(self, domain: str, since: float, *, count: int = READINGS_LENGTH) -> list[dict[str, float | None]]:
+        return [p.as_dict() for p in self._readings.get(domain, ()) if p.time >= since][:count]
+
+    def set_paused(self, domain: str, by: str | None, now: float) -> None:
+        if by is None:
+            self._paused.pop(domain, None)
+        else:
+            self._paused[domain] = {"by": by[:128], "time": float(now)}
+
+    def mark_deleting(self, domain: str, by: str, now: float) -> None:
+        self._deleting[domain] = {"by": by[:128], "time": float(now)}
+
+    def marks(self) -> Marks:
+        return Marks(paused=dict(self._paused), deleting=dict(self._deleting))
+
+    def put_token(self, name: str, *, role: str, digest: str, now: float) -> bool:
+        if name in self._tokens:
+            return False
+        self._tokens[name] = {"role": role, "hash": digest, "created": float(now)}
+        return True
+
+    def delete_token(self, name: str) -> bool:
+        return self._tokens.pop(name, None) is not None
+
+    def tokens(self) -> dict[str, dict[str, Any]]:
+        return {name: dict(entry) for name, entry in self._tokens.items()}
+
+    def queued_work(self, count: int = 100) -> list[dict[str, Any]]:
+        return []  # the in-memory queue is drained within the tick that fills it
 
     # -- managers ---------------------------------------------------------------------
     def register_manager(self, manager_id: str, info: dict[str, Any]) -> None:
@@ -1007,3 +1236,84 @@ def _wanted(raw: Mapping[Any, Any]) -> dict[str, float]:
         if ID_RE.fullmatch(name) and math.isfinite(since):
             out[name] = since
     return out
+
+
+class Marks:
+    """What operators set on domains beside their specs: who paused which, and which are being deleted."""
+
+    __slots__ = ("paused", "deleting")
+
+    def __init__(self, *, paused: dict[str, dict[str, Any]] | None = None,
+                 deleting: dict[str, dict[str, Any]] | None = None) -> None:
+        self.paused = paused or {}  # domain -> {"by", "time"}
+        self.deleting = deleting or {}  # domain -> {"by", "time"}
+
+    def paused_by(self, domain: str) -> str | None:
+        mark = self.paused.get(domain)
+        return None if mark is None else str(mark.get("by") or "?")
+
+
+class ReadingPoint:
+    """One point of a domain's readings history."""
+
+    __slots__ = ("time", "value", "intended", "actual")
+
+    def __init__(self, *, time: float, value: float | None, intended: int, actual: int) -> None:
+        self.time, self.value, self.intended, self.actual = time, value, intended, actual
+
+    def fields(self) -> dict[str, str]:
+        return {"t": repr(self.time), "v": "" if self.value is None else repr(self.value),
+                "i": str(self.intended), "a": str(self.actual)}
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {"time": self.time, "value": self.value, "intended": self.intended, "actual": self.actual}
+
+    def same(self, other: "ReadingPoint | None") -> bool:
+        """Whether ``other`` says the same (apart from the time)."""
+        return (other is not None and other.value == self.value and other.intended == self.intended
+                and other.actual == self.actual)
+
+
+def _point(fields: Mapping[str, str]) -> dict[str, float | None] | None:
+    """A readings-history point as read back (``None`` when it is not one the manager wrote)."""
+    when = _number(fields.get("t"))
+    intended, actual = _number(fields.get("i")), _number(fields.get("a"))
+    if when is None or intended is None or actual is None:
+        return None
+    return {"time": when, "value": _number(fields.get("v")), "intended": int(intended), "actual": int(actual)}
+
+
+def _marks(raw: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Pause or deletion marks read back: a domain's name and ``{by, time}`` (others left out)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, text in raw.items():
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            continue
+        when = _number(str(data.get("time"))) if isinstance(data, dict) else None
+        if when is not None and isinstance(data.get("by"), str) and len(name) <= 63:
+            out[name] = {"by": data["by"][:128], "time": when}
+    return out
+
+
+def _tokens(raw: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Token entries read back: a role the pool knows, a SHA-256 hex digest, a creation time."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, text in raw.items():
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(data, dict) or data.get("role") not in TOKEN_ROLES:
+            continue
+        digest, created = data.get("hash"), _number(str(data.get("created")))
+        if isinstance(digest, str) and _HASH_RE.fullmatch(digest) and created is not None and ID_RE.fullmatch(name):
+            out[name] = {"role": data["role"], "hash": digest, "created": created}
+    return out
+
+
+def _work_view(item: WorkItem) -> dict[str, Any]:
+    """A work item as shown: what, for which node, where, why (reasons may quote an error: redacted)."""
+    return {"id": item.entry_id, "op": item.op, "domain": item.domain, "node": item.node_id, "site": item.site,
+            "reason": redact_text(item.reason)[:300]}

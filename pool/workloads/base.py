@@ -13,7 +13,9 @@ Imports ``pool.core`` and ``pool.workloads.images`` only.
 from __future__ import annotations
 
 import importlib
+import re
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
@@ -38,7 +40,10 @@ class NodeSide:
 
     ``probe`` returns heartbeat fields (``ready``, ``active``, ``idle_since``) for a workload watched
     from outside; ``drain(proc, beat)`` replaces the plain SIGTERM of a warm shutdown; ``cleanup``
-    runs when the agent ends.
+    runs when the agent ends. ``endpoint`` returns the address clients reach this worker at (a URL such
+    as ``http://10.0.0.5:8080``, or ``None`` while it has none yet), for a workload that serves requests
+    pushed to it: the agent publishes it in the heartbeat (field ``endpoint``), and the operator API lists
+    the endpoints of a domain's healthy joined workers (``GET /domains/{name}/endpoints``).
     """
 
     command: list[str]
@@ -46,6 +51,26 @@ class NodeSide:
     probe: Callable[[], Mapping[str, object]] | None = None
     drain: Callable[..., None] | None = None
     cleanup: Callable[[], None] | None = None
+    endpoint: Callable[[], str | None] | None = None
+
+
+#: The longest endpoint address a worker may advertise.
+ENDPOINT_MAX = 256
+_ENDPOINT_RE = re.compile(r"[a-z][a-z0-9+.-]{0,15}://[A-Za-z0-9.\[\]:-]{1,200}(/[A-Za-z0-9._~/%-]*)?")
+
+
+def check_endpoint(address: object) -> str | None:
+    """What is wrong with an advertised endpoint (one line), or ``None``: it is ``scheme://host:port[/path]``
+    with a port, no credentials, no query, at most :data:`ENDPOINT_MAX` characters."""
+    if not isinstance(address, str) or not 0 < len(address) <= ENDPOINT_MAX or not _ENDPOINT_RE.fullmatch(address):
+        return f"endpoint must be scheme://host:port[/path] (no credentials, at most {ENDPOINT_MAX} characters)"
+    try:
+        port = urllib.parse.urlsplit(address).port
+    except ValueError:
+        port = None
+    if port is None or port == 0:
+        return "endpoint must name a port from 1 to 65535, as in http://10.0.0.5:8080"
+    return None
 
 
 @runtime_checkable
@@ -125,6 +150,15 @@ def workloads() -> list[Workload]:
 
 
 _by_type: dict[str, Workload] = {}
+
+
+def cannot_pause(spec: DomainSpec) -> str | None:
+    """Why the domain cannot be paused, or None: a named domain is sized by its scheduler's requests, and
+    holding them would leave its jobs waiting for nodes that never come."""
+    if getattr(workload_for_type(spec.deployable_type), "named", False):
+        return (f"domain {spec.name} is sized by its scheduler's requests ({spec.deployable_type}): a pause would "
+                "leave them unanswered; stop the scheduler from asking instead (e.g. set its partition inactive)")
+    return None
 
 
 def workload_for_type(deployable_type: str) -> Workload:

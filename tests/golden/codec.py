@@ -90,7 +90,7 @@ def _pairs(mapping: Mapping[str, Any]) -> list[list[Any]]:
 def observation_to_data(obs: Observation) -> dict[str, Any]:
     fields = {f.name for f in dataclasses.fields(obs)}
     known = {"spec", "state", "nodes", "heartbeats", "site_nodes", "site_available", "readings", "now",
-             "store_back_at", "unlisted", "listed_at"}
+             "store_back_at", "unlisted", "listed_at", "wanted", "ahead"}
     if fields != known:  # a field this codec does not know would be lost in the recording
         raise TypeError(f"Observation fields changed: {sorted(fields ^ known)}")
     sa = obs.site_available
@@ -106,6 +106,9 @@ def observation_to_data(obs: Observation) -> dict[str, Any]:
         "store_back_at": plain(obs.store_back_at),
         "unlisted": plain(obs.unlisted),
         "listed_at": plain(obs.listed_at),
+        # a named domain's fields only when set, so that recordings made before they existed still match
+        **({"wanted": _pairs(obs.wanted)} if obs.wanted is not None else {}),
+        **({"ahead": True} if obs.ahead else {}),
     }
 
 
@@ -129,6 +132,8 @@ def observation_from_data(data: Mapping[str, Any]) -> Observation:
         store_back_at=data["store_back_at"],
         unlisted=frozenset(data["unlisted"]),
         listed_at=data["listed_at"],
+        wanted=None if data.get("wanted") is None else dict(data["wanted"]),
+        ahead=bool(data.get("ahead", False)),
     )
 
 

@@ -119,7 +119,9 @@ class Recorder:
 
     def wrapper(self, obs: Any, policy: Any, *, policy_error: str | None = None,
                 new_ids: Callable[[str], tuple[str, str]] | None = None,
-                roles: Any = frozenset(A.ROLES)) -> Any:
+                roles: Any = frozenset(A.ROLES), paused_by: str | None = None, deleting: str | None = None) -> Any:
+        if paused_by is not None or deleting is not None:  # an operator's hold is not part of any recording
+            raise RecordingError("a paused or deleting domain in a recorded scenario")
         return self.call(obs, policy, policy_error=policy_error, roles=roles)
 
     def call(self, obs: Any, policy: Any, *, policy_error: str | None = None, roles: Any = frozenset(A.ROLES)) -> Any:
