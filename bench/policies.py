@@ -66,6 +66,7 @@ CHOICES: list[Choice] = [
     ("queue_depth", "queue_depth", {}, None),
     ("drain_time", "drain_time", {}, None),
     ("threshold", "threshold", {}, None),
+    *[(f"wait_target_p95_{t:g}", "wait_target", {"p95_wait": t}, None) for t in (30.0, 120.0)],
     *[(name, name, {}, None) for name in BASELINES],
 ]
 SECOND_CHOICES: list[Choice] = [CHOICES[0], *[c for c in CHOICES if c[0] in BASELINES]]

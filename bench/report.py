@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 ORDER = ["reaction", "drain", "overhead", "popkill", "tts", "tick", "faults", "chaos", "spark", "condor", "slurm", "scalein", "policies",
-         "policies-sweep", "simulator", "fuzz"]
+         "policies-sweep", "waittarget", "simulator", "fuzz"]
 TITLES = {
     "reaction": "Reaction to a burst (`make bench-reaction`)",
     "drain": "Elastic vs fixed pool on two bursts (`make bench-drain`)",
@@ -27,10 +27,14 @@ TITLES = {
     "popkill": "Workers SIGKILLed at random instants: kombu's Redis transport vs the atomic pop (`make bench-popkill`)",
     "chaos": "Chaos suite: real managers, workers and brokers under faults (`make chaos`)",
     "policies-sweep": "Policy parameter sweep toward each trace's baseline corner (`python -m bench.policies --sweep`)",
+    "waittarget": ("Wait targets: `wait_target` against the cheapest configuration of any other built-in policy "
+                   "meeting the same p95 wait, found in hindsight (`make bench-policies`)"),
     "simulator": "Simulator speed (`make bench-simulator`)",
     "tick": ("Control-plane cost: one manager tick and its memory at 1,000 and 10,000 nodes, and side by side "
              "with a baseline revision (`make bench-tick`)"),
     "fuzz": "Spec loader fuzzing: generated YAML and bytes through the loader and validation (`make bench-fuzz`)",
+    "api": ("Operator API: 100 domains of 100 nodes, 50 concurrent clients, resize to an event-stream client, "
+            "Schemathesis (`make bench-api`)"),
 }
 
 

@@ -13,6 +13,7 @@ ALIASES: dict[str, str] = {
     "threshold": "policies.threshold:Threshold",
     "drain_time": "policies.drain_time:DrainTime",
     "lookahead": "policies.lookahead:Lookahead",
+    "wait_target": "policies.wait_target:WaitTarget",
     "schedule": "policies.schedule:Schedule",
     "composite": "policies.composite:Composite",
     "keda_hpa": "policies.baselines:KedaHpa",

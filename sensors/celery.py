@@ -211,15 +211,18 @@ class CeleryQueueSensor:
         least = most if (most is not None and ready > 0) else 0
         if source == "consumers":
             return ready, least, detail
-        reported = self._management_unacked()  # lags by the statistics interval
+        reported, counters = self._management_unacked()  # lags by the statistics interval
         detail["unacked_reported"] = reported
+        detail.update(counters)
         unacked = max(reported, least)
         if most is not None:
             unacked = min(unacked, most)
         return ready, unacked, detail
 
-    def _management_unacked(self) -> int:
-        """``messages_unacknowledged`` from the management API (0 before the queue's first stats)."""
+    def _management_unacked(self) -> tuple[int, dict[str, float]]:
+        """``messages_unacknowledged`` from the management API (0 before the queue's first stats), and
+        the queue's ``arrivals`` / ``completions`` counters (messages published / acknowledged since
+        the queue began, from its ``message_stats``) when the broker reports them."""
         assert self.management_url is not None
         from kombu import Connection
 
@@ -238,9 +241,12 @@ class CeleryQueueSensor:
                 data = json.load(resp)
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
-                return 0  # no such queue: nothing in flight
+                return 0, {}  # no such queue: nothing in flight
             raise
-        return int(data.get("messages_unacknowledged", 0) or 0)
+        stats = data.get("message_stats") if isinstance(data, dict) else None
+        counters = {name: float(stats[key]) for name, key in (("arrivals", "publish"), ("completions", "ack"))
+                    if isinstance(stats, dict) and isinstance(stats.get(key), int) and stats[key] >= 0}
+        return int(data.get("messages_unacknowledged", 0) or 0), counters
 
     def rabbitmqctl_command(self) -> list[str]:
         """The ``rabbitmqctl list_queues`` call the ``rabbitmqctl`` source runs."""

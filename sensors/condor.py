@@ -36,7 +36,10 @@ class CondorIdleSensor(Throttled):
     fits no worker and a held job are not counted, and ``notes`` say how many and why (the
     manager writes them to the domain's event log when they change). Running jobs count by the
     CPUs and memory of the claimed slots of the domain's startds. The value is the sum, in
-    workers. A collector or schedd that does not answer gives a reading with ``error`` set.
+    workers. A collector or schedd that does not answer gives a reading with ``error`` set. The
+    detail's ``arrivals`` / ``completions`` are the schedds' ``JobsSubmitted`` / ``JobsCompleted``
+    statistics summed (every job of those schedds since they started, not only this domain's),
+    when every schedd's ad has them.
 
     Parameters:
         collector: the pool's collector (``host:port``); the domain's central manager service gives it.
@@ -111,6 +114,9 @@ class CondorIdleSensor(Throttled):
                   "too_big_jobs": counts.too_big, "running_jobs": running["jobs"], "startds": running["startds"],
                   "idle_workers_needed": round(idle_need, 3), "running_workers": round(run_need, 3),
                   "schedds": len(schedd_ads)}
+        counters = [(_number(ad, "JobsSubmitted", -1.0), _number(ad, "JobsCompleted", -1.0)) for ad in schedd_ads]
+        if counters and all(a >= 0 and c >= 0 for a, c in counters):  # the schedds' own statistics, when all give them
+            detail["arrivals"], detail["completions"] = (sum(x) for x in zip(*counters))
         return Reading(self.name, round(idle_need + run_need, 6), now, detail=detail, notes=counts.notes(self),
                        nodes=running["nodes"])
 

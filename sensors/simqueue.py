@@ -13,13 +13,15 @@ class SimulatedQueue(Protocol):
     """What a simulation's task queue shows a sensor."""
 
     def depth(self) -> tuple[int, int]:
-        """``(ready, running)`` tasks now."""
+        """``(ready, running)`` tasks now. A queue may also offer ``counters() -> (arrived, finished)``:
+        tasks that entered and left it since it began (the sensor's ``arrivals`` / ``completions``)."""
         ...
 
 
 @dataclass
 class SimQueueSensor:
-    """Backlog of a simulated queue: tasks waiting plus tasks running, like Celery's ready + unacked.
+    """Backlog of a simulated queue: tasks waiting plus tasks running, like Celery's ready + unacked;
+    ``arrivals`` and ``completions`` counters in the detail when the queue counts them.
 
     Parameters:
         queue: the name of the simulation's queue (the simulation attaches it: :func:`attach`).
@@ -38,9 +40,14 @@ class SimQueueSensor:
                            "reads only the queues of `pool simulate` and the simulated fleet")
         try:
             ready, running = self.source.depth()
+            counters = getattr(self.source, "counters", None)
+            counted = counters() if callable(counters) else None
         except Exception as exc:  # noqa: BLE001 (a sensor reports, never raises)
             return Reading(self.name, None, now, error=error_text(exc))
-        return Reading(self.name, float(ready + running), now, detail={"ready": ready, "unacked": running})
+        detail: dict[str, float] = {"ready": ready, "unacked": running}
+        if counted is not None:  # tasks arrived and finished since the queue began, when it counts them
+            detail["arrivals"], detail["completions"] = float(counted[0]), float(counted[1])
+        return Reading(self.name, float(ready + running), now, detail=detail)
 
     def close(self) -> None:
         pass

@@ -24,6 +24,11 @@ class SparkTasksSensor(Throttled):
     - ``/api/v1/applications/<id>/executors``: live executors and their free task slots
       (``maxTasks - activeTasks``).
 
+    The detail's ``completions`` counts the tasks the executors report finished (``completedTasks``
+    plus ``failedTasks``, kept per application as the most seen, so executors and applications
+    that leave keep theirs) since the sensor began, and ``arrivals`` is that plus pending and
+    running tasks (tasks of stages not yet submitted are not known to the driver's API).
+
     The value is pending + running tasks; ``waiting_apps`` and ``waiting_app_age`` (seconds since
     the youngest of them started) tell of applications still waiting for their first executors.
     A master or driver UI that does not answer gives a reading with ``error`` set (one line),
@@ -47,6 +52,9 @@ class SparkTasksSensor(Throttled):
     min_interval: float = 1.0
     name: str = "spark"
     _drivers: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    #: tasks finished per application (the most its executors reported), and by applications that ended
+    _finished: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _finished_before: int = field(default=0, init=False, repr=False)
     _last: Reading | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -97,7 +105,11 @@ class SparkTasksSensor(Throttled):
             executors, free = executors + counts[2], free + counts[3]
         for gone in set(self._drivers) - {str(a.get("id")) for a in apps}:
             del self._drivers[gone]
-        detail.update(pending=pending, running=running, executors=executors, free_slots=free)
+        for gone in set(self._finished) - {str(a.get("id")) for a in apps}:
+            self._finished_before += self._finished.pop(gone)
+        completions = self._finished_before + sum(self._finished.values())
+        detail.update(pending=pending, running=running, executors=executors, free_slots=free,
+                      completions=float(completions), arrivals=float(completions + pending + running))
         if errors:
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             return Reading(self.name, None, now, error=errors[0] + more, detail=detail)
@@ -123,12 +135,16 @@ class SparkTasksSensor(Throttled):
             total, active = int(stage["numTasks"]), int(stage["numActiveTasks"])
             pending += max(0, total - active - int(stage["numCompleteTasks"]))
             running += active
-        executors = free = 0
+        executors = free = finished = 0
         for ex in app_api(driver, app_id, "executors", timeout=self.timeout):
-            if ex.get("id") == "driver" or not ex.get("isActive", True):
+            if ex.get("id") == "driver":
+                continue
+            finished += int(ex.get("completedTasks", 0)) + int(ex.get("failedTasks", 0))
+            if not ex.get("isActive", True):
                 continue
             executors += 1
             free += max(0, int(ex.get("maxTasks", 0)) - int(ex.get("activeTasks", 0)))
+        self._finished[app_id] = max(finished, self._finished.get(app_id, 0))  # executors that left keep theirs
         return pending, running, executors, free
 
     def close(self) -> None:

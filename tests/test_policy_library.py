@@ -535,7 +535,7 @@ def test_every_policy_block_in_the_docs_builds() -> None:
     found = re.findall(r"```yaml\n(policy:.*?)```", text, re.S)
     blocks = [yaml.safe_load(b)["policy"] for b in found]
     documented = {b["name"] for b in blocks}
-    assert documented == set(NEW) | {"fixed", "queue_depth"}
+    assert documented == set(NEW) | {"fixed", "queue_depth", "wait_target"}
     for block in blocks:
         sp = spec(block)
         assert isinstance(load_policy(sp.policy.name, sp.policy.params), Policy)

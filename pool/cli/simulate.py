@@ -79,21 +79,24 @@ def _fmt(value: Any, digits: int = 1) -> str:
 @click.option("--swf-processors-per-task", default=1, show_default=True, type=click.IntRange(min=0),
               help="SWF: a job on P processors becomes ceil(P / this) tasks; 0: one task per job")
 @click.option("--max-tasks", default=None, type=click.IntRange(min=1), help="use only the first N tasks")
+@click.option("--target", "targets", multiple=True, metavar="KIND=SECONDS",
+              help="a wait target to check every policy against: p95=30 or mean=5; repeatable")
 def simulate(trace: str, policies: tuple[str, ...], site_profile: str, seed: int, out: str, spec_path: str | None,
              scaling: str | None, tick: float, tail: float, horizon: float | None, swf_processors_per_task: int,
-             max_tasks: int | None) -> None:
+             max_tasks: int | None, targets: tuple[str, ...]) -> None:
     """Replay TRACE through the real manager for each --policy on a simulated cloud; write a report.
 
     Reports per policy worker-hours (launch to termination, as a cloud bills), mean and p95 task
     wait, makespan, peak workers and launches, next to the oracle (an infinite pool with zero boot
     time). See docs/simulator.md.
     """
-    from pool.sim.simulate import SimulationError, parse_policy, simulate_many, write_report
+    from pool.sim.simulate import SimulationError, parse_policy, parse_target, simulate_many, write_report
     from pool.sim.traces import TraceError, load_trace
     from pool.sites.sim import parse_profile
 
     try:
         choices = [parse_policy(p) for p in policies]
+        wanted = [parse_target(t) for t in targets]
         profile = parse_profile(site_profile)
     except (SimulationError, TraceError, ValueError) as exc:
         _fail(str(exc))
@@ -118,7 +121,7 @@ def simulate(trace: str, policies: tuple[str, ...], site_profile: str, seed: int
         base = loaded
     try:
         report = simulate_many(tasks, choices, source=trace, profile=profile, seed=seed, tick=tick, tail=tail,
-                               horizon=horizon, base=base, scaling=_pairs(scaling, "--scaling"))
+                               horizon=horizon, base=base, scaling=_pairs(scaling, "--scaling"), targets=wanted)
     except SimulationError as exc:
         _fail(str(exc))
     try:
@@ -128,9 +131,11 @@ def simulate(trace: str, policies: tuple[str, ...], site_profile: str, seed: int
 
     console = Console(width=None if sys.stdout.isatty() else 140, emoji=False)
     table = Table("POLICY", "WORKER-H", "MEAN WAIT s", "P95 WAIT s", "MAKESPAN s", "PEAK", "LAUNCHES",
-                  "UNFINISHED", title=escape(f"{trace}: {len(tasks)} tasks, site {profile.name}, seed {seed}"))
+                  "UNFINISHED", "TARGETS MET", title=escape(f"{trace}: {len(tasks)} tasks, site {profile.name}, seed {seed}"))
     for r in report["results"]:
+        met = ", ".join(f"{k}: {'yes' if v['met'] else 'no'}" for k, v in r.get("targets", {}).items()) or "-"
         table.add_row(escape(str(r["policy"])), _fmt(r["worker_hours"], 2), _fmt(r["mean_wait"]), _fmt(r["p95_wait"]),
-                      _fmt(r["makespan"]), _fmt(r["peak_workers"]), _fmt(r["launches"]), _fmt(r["unfinished"]))
+                      _fmt(r["makespan"]), _fmt(r["peak_workers"]), _fmt(r["launches"]), _fmt(r["unfinished"]),
+                      escape(met))
     console.print(table)
     console.print(f"report: {json_path}\nplot:   {png_path}", highlight=False, markup=False)

@@ -11,10 +11,13 @@ drain handshake, never killed before its drain deadline);
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections import Counter
 from typing import AbstractSet, Callable, Iterable, Mapping
 
 from policies import Policy, primary
+from policies import registry as policy_registry
 from policies.placement import SiteSlot, overprovision, place, site_preference_for_victims
 from policies.shaping import shape
 from pool.control.backoff import launches_allowed
@@ -61,27 +64,64 @@ def choose_victims(
         victims += busy[: count - len(victims)]
     return victims
 
+#: How many of the domain's latest boots :func:`boot_seconds` takes the median of.
+RECENT_BOOTS = 20
+
+
+def boot_seconds(nodes: Iterable[NodeRecord], recent: int = RECENT_BOOTS) -> float | None:
+    """The site's boot time: median seconds from the launch reaching the site (PENDING; else the
+    request) to JOINED over the ``recent`` joined nodes that joined last; None if none has joined.
+    Time a request queued behind the site's API rate limits is left out: it depends on how many were
+    asked. ``nodes`` are joined records; cheap: one look at each one's last history entry (its join)."""
+    joined = [n for n in nodes if n.history and n.history[-1][0] == "JOINED"]
+    when_joined = [n.history[-1][1] for n in joined]
+    cutoff = min(heapq.nlargest(recent, when_joined)) if len(joined) > recent else -math.inf
+    latest = sorted((w, i) for i, w in enumerate(when_joined) if w >= cutoff)[-recent:]
+    boots = []
+    for when, i in latest:
+        n = joined[i]
+        start = n.entered(S.PENDING)
+        start = n.created if start is None else start
+        if when >= start:
+            boots.append(when - start)
+    if not boots:
+        return None
+    boots.sort()
+    mid = len(boots) // 2
+    return boots[mid] if len(boots) % 2 else (boots[mid - 1] + boots[mid]) / 2
+
+def _uses_boot_seconds(policy: str) -> bool:
+    """Whether the policy class asks for ``view.boot_seconds`` (``uses_boot_seconds = True``): only
+    then is it worked out, so other domains' ticks do not pay for it."""
+    try:
+        return bool(getattr(policy_registry.resolve(policy), "uses_boot_seconds", False))
+    except Exception:  # noqa: BLE001 (an unknown policy is reported where it is built)
+        return False
+
 def view_of(d: Draft, state: DomainState) -> tuple[DomainView, list[NodeRecord]]:
     """What a policy sees of the domain after the doctor, and its live records (they count toward
     the actual size)."""
     live: list[NodeRecord] = []
-    n_joined = n_busy = n_draining = 0
+    joined: list[NodeRecord] = []
+    n_busy = n_draining = 0
     hb_get = d.obs.heartbeats.get
     for n in d.nodes.values():
         if n.state in LIVE_STATES:
             live.append(n)
             if n.state is S.JOINED:
-                n_joined += 1
+                joined.append(n)
                 hb = hb_get(n.node_id)
                 if hb is not None and hb.active > 0:
                     n_busy += 1
         elif n.state is S.DRAINING:
             n_draining += 1
-    spec = d.obs.spec
+    spec, n_joined = d.obs.spec, len(joined)
+    boot = boot_seconds(joined) if _uses_boot_seconds(spec.policy.name) else None
     view = DomainView(name=spec.name, min_size=spec.min, max_size=spec.max, actual=len(live), joined=n_joined,
                       booting=len(live) - n_joined, busy=n_busy, idle=n_joined - n_busy, draining=n_draining,
                       intended=state.intended, last_scale_up=state.last_scale_up,
-                      last_scale_down=state.last_scale_down, memory=dict(state.policy_memory))
+                      last_scale_down=state.last_scale_down, memory=dict(state.policy_memory),
+                      boot_seconds=boot)
     return view, live
 
 def decide(obs: Observation, policy: Policy | None, view: DomainView, state: DomainState, *, decider: bool,

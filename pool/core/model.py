@@ -288,6 +288,8 @@ class DomainView:
     last_scale_down: float | None = None
     #: the policy's own memory from its previous decision (JSON-serializable), e.g. sample windows
     memory: Mapping[str, Any] = field(default_factory=dict)
+    #: median seconds from launch request to JOINED of the domain's recent nodes; None: none observed yet
+    boot_seconds: float | None = None
 
 
 @dataclass(frozen=True)

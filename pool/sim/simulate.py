@@ -204,6 +204,7 @@ class Simulation:
         self._seq = itertools.count()
         self.running = 0
         self.completed = 0
+        self.arrived = 0
         self.requeued = 0
         self.last_completion = math.nan
         self.peak_workers = 0
@@ -217,6 +218,10 @@ class Simulation:
     def depth(self) -> tuple[int, int]:
         """``(ready, running)``: what the ``sim_queue`` sensor reads."""
         return len(self.ready), self.running
+
+    def counters(self) -> tuple[int, int]:
+        """``(arrived, completed)`` tasks so far: the ``sim_queue`` sensor's arrival and completion counters."""
+        return self.arrived, self.completed
 
     def _on_record(self, domain: str, event: dict[str, Any]) -> None:
         kind = event["kind"]
@@ -408,6 +413,7 @@ class Simulation:
                 while i < n and arrival[i] <= t:
                     self.ready.append(i)
                     i += 1
+                self.arrived = i
                 self._dispatch(t)
             else:
                 self._tick(t)
@@ -443,6 +449,41 @@ class Simulation:
             "ticks": self.ticks,
             "scaling": self.spec.scaling.model_dump(),
         }
+
+
+#: Wait targets a report checks: ``(kind, seconds)``, kind ``p95`` or ``mean`` (task wait).
+WaitTargets = Sequence[tuple[str, float]]
+TARGET_KINDS = ("p95", "mean")
+
+
+def parse_target(text: str) -> tuple[str, float]:
+    """``p95=30`` or ``mean=5`` -> ``("p95", 30.0)``: a wait target in seconds."""
+    kind, eq, value = text.strip().partition("=")
+    kind = kind.strip().removesuffix("_wait")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not eq or kind not in TARGET_KINDS or not math.isfinite(seconds) or seconds <= 0:
+        raise SimulationError(f"wait target {text!r}: expected p95=SECONDS or mean=SECONDS, e.g. p95=30")
+    return kind, seconds
+
+
+def own_targets(choice: PolicyChoice) -> list[tuple[str, float]]:
+    """The wait targets a policy states itself (``p95_wait`` / ``mean_wait`` parameters)."""
+    return [(kind, float(choice.params[f"{kind}_wait"])) for kind in TARGET_KINDS
+            if isinstance(choice.params.get(f"{kind}_wait"), (int, float))]
+
+
+def check_targets(result: Mapping[str, Any], targets: WaitTargets) -> dict[str, dict[str, Any]]:
+    """Per target ``KIND_SECONDS`` (e.g. ``p95_30``): the wait measured, whether it met the target
+    (every task finished and the wait at most the target) and the cost in worker-hours."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind, seconds in targets:
+        wait = result.get(f"{kind}_wait")
+        met = wait is not None and not result.get("unfinished") and wait <= seconds
+        out[f"{kind}_{seconds:g}"] = {"wait_s": wait, "met": bool(met), "worker_hours": result["worker_hours"]}
+    return out
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -521,9 +562,12 @@ def trace_summary(tasks: Sequence[Task], source: str) -> dict[str, Any]:
 def simulate_many(tasks: Sequence[Task], choices: Sequence[PolicyChoice], *, source: str = "",
                   profile: SimCloudProfile | str = "ec2", seed: int = 0, tick: float = 1.0, tail: float = 900.0,
                   horizon: float | None = None, base: Mapping[str, Any] | None = None,
-                  scaling: Mapping[str, Any] | None = None, points: int = 1000) -> dict[str, Any]:
+                  scaling: Mapping[str, Any] | None = None, points: int = 1000,
+                  targets: WaitTargets = ()) -> dict[str, Any]:
     """Simulate every policy on the same trace, cloud profile and seed; the report as a dict.
 
+    Each result's ``targets`` says, for every wait target in ``targets`` and the policy's own
+    (``p95_wait`` / ``mean_wait``), whether it was met and at what cost (:func:`check_targets`).
     ``runtime`` (wall seconds per policy) is the only part that differs between identical runs.
     """
     if not choices:
@@ -542,10 +586,16 @@ def simulate_many(tasks: Sequence[Task], choices: Sequence[PolicyChoice], *, sou
                          base=base, scaling=scaling)
         concurrency = sim.slots
         started = walltime.perf_counter()
-        results.append(sim.run())
+        result = sim.run()
         runtime[choice.label] = walltime.perf_counter() - started
+        checked = check_targets(result, list(dict.fromkeys([*targets, *own_targets(choice)])))
+        if checked:
+            result["targets"] = checked
+        results.append(result)
         timelines[choice.label] = downsample(sim.timeline, points)
     best, best_timeline = oracle(tasks, concurrency=concurrency)
+    if targets:
+        best["targets"] = check_targets(best, targets)
     timelines["oracle"] = best_timeline
     return {
         "trace": trace_summary(tasks, source),

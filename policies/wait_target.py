@@ -1,0 +1,296 @@
+"""Wait-target autoscaling: the fewest workers that keep task waits within a stated target.
+
+Pure: imports only ``policies`` helpers and ``pool.core.model`` types; time is the ``now`` passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from policies import primary
+from policies.common import ceil_, check_number, recall, remember
+from pool.core.model import Decision, DomainView, Reading
+
+#: Weight, in finished tasks, of the ``service_time`` prior before completions refine it.
+PRIOR_TASKS = 20.0
+#: Half-life, seconds, of the completions the service-time estimate remembers.
+FORGET = 600.0
+#: Share of tasks a p95 target lets wait longer.
+TAIL = 0.05
+#: Share of tasks the stream's sizing lets wait longer than a p95 target: half the allowance, the
+#: other half is left for start-ups and rises no rate foresees (boots the queue has to wait for).
+STREAM_TAIL = TAIL / 2
+#: Season lengths, seconds, by name (``season_period`` overrides).
+SEASONS: dict[str, float] = {"daily": 86400.0, "weekly": 7 * 86400.0}
+OWNER = "wait_target"
+#: Seconds of arrivals the rate is taken to have seen at least (its start-up correction is capped).
+EVIDENCE = 10.0
+#: Erlangs below which the stream keeps no worker waiting for it (one idle worker would be busy < 5 %).
+IDLE_LOAD = 0.05
+#: Starts a new worker loses to the spread of task lengths: in ``w`` seconds after its first task
+#: begins it starts about ``w / service - RENEWAL`` more (renewal counting, coefficient of variation ~0.7).
+RENEWAL = 0.5
+#: Share of a loose deadline the backlog is planned to start within (its tasks have waited already).
+LOOSE_PLAN = 0.85
+
+
+def erlang_c(servers: int, load: float) -> float:
+    """Probability that an arrival waits in an M/M/``servers`` queue offered ``load`` erlangs."""
+    if load <= 0:
+        return 0.0
+    if servers <= load:
+        return 1.0
+    b = 1.0
+    for k in range(1, servers + 1):
+        b = load * b / (k + load * b)
+    return servers * b / (servers - load * (1.0 - b))
+
+
+def steady_slots(*, rate: float, service: float, target: float, kind: str, limit: int) -> int:
+    """Fewest task slots that keep a stationary stream's waits within ``target`` (Erlang C):
+    ``P(wait > target) <= 5 %`` for ``p95``, ``E[wait] <= target`` for ``mean``; at most ``limit``."""
+    load = rate * service
+    if load < IDLE_LOAD:
+        return 0
+    c = max(1, math.floor(load) + 1)
+    while c < limit:
+        pw, headroom = erlang_c(c, load), c / service - rate
+        late = pw * math.exp(-headroom * target) if kind == "p95" else pw / headroom
+        if late <= (STREAM_TAIL if kind == "p95" else target):
+            return c
+        c += 1
+    return limit
+
+
+def backlog_workers(*, ready: float, rate: float, service: float, deadline: float, boot: float,
+                    joined: int, slots: float) -> int:
+    """Workers that start the ``ready`` tasks and the arrivals of the next ``deadline`` seconds within it.
+
+    Fluid picture: a joined worker starts ``slots × deadline / service`` tasks in the window; a new
+    one, up after ``boot`` seconds, starts ``slots × (1 + (deadline - boot) / service)``. A deadline
+    no new worker can meet (``deadline <= boot``) is stretched to ``boot + service / 2``."""
+    if ready <= 0:
+        return 0
+    window = deadline if deadline > boot else boot + service / 2
+    demand = ready + rate * window
+    per_joined = slots * window / service
+    if demand <= joined * per_joined:
+        return ceil_(demand / per_joined)
+    per_new = slots * (1.0 + max(0.0, (window - boot) / service - RENEWAL))
+    return joined + ceil_((demand - joined * per_joined) / per_new)
+
+
+@dataclass(frozen=True)
+class WaitTarget:
+    """Keep task waits within a target: ``p95_wait`` or ``mean_wait`` seconds (exactly one).
+
+    Every tick the policy estimates the **arrival rate** (an EWMA over ``max(rate_window,
+    target)`` seconds of the sensor's ``arrivals`` counter, else of the backlog's rise plus the
+    estimated completions, corrected for having started at 0 as if it had seen at least 10 s), the **service time** per task (running task-seconds over finished
+    tasks, from the ``completions`` counter or the backlog's falls, half-life 10 minutes; the
+    prior ``service_time`` counts as 20 tasks and each running task as half a finished one, once the
+    policy has watched for a service time) and the
+    **boot time** (``view.boot_seconds``: the median time from the site accepting a launch to the
+    node joining, over the domain's latest 20 joins; ``boot_time`` until one has joined).
+
+    The backlog's **deadline** is ``p95_wait``, or for a mean ``max(mean_wait, 2 × mean_wait -
+    boot)`` (a backlog drained evenly after a boot waits about half of it on average).
+
+    - **Loose** target (deadline > boot + service: workers launched now would drain a queue in
+      time): no idle headroom. With nothing waiting it keeps the busy workers; with tasks
+      waiting, at least ``rate × service`` and enough that the waiting tasks start within 0.85 of
+      the deadline (they have waited already).
+    - **Tight** target: a queue that forms cannot wait for new workers, so the stream gets
+      headroom: the fewest workers whose M/M/c queue (Erlang C) at that rate meets the target
+      (``P(wait > p95_wait) <= 2.5 %``: half the allowance, the rest is left for start-ups and
+      rises no rate foresees; or ``E[wait] <= mean_wait``), held for one boot time (a
+      worker removed now could not be back sooner); and the waiting tasks plus the arrivals of
+      the deadline must start within it (a deadline shorter than a boot is stretched to
+      ``boot + service / 2``).
+
+    Starts within a window come from a fluid picture: a joined worker starts ``window /
+    service`` tasks per slot; a new one, up after a boot, ``1 + (window - boot) / service -
+    0.5``. While tasks wait the backlog's need is held at its highest (launches under way are
+    not cancelled). The target is the larger need, so the pool scales in only to what still
+    meets the target; idle workers then go at once (``scaling_defaults``).
+
+    **Seasonality** (``seasonality: daily`` or ``weekly``; off by default): the arrivals of each
+    of ``season_bins`` slices of the season are learned (per slice, the running mean of its
+    seasons, kept in memory, which the manager keeps in the store). The stream is sized for the
+    larger of the current rate and the learned rate one boot time ahead, scaled down by how the
+    current rate runs below the profile now (a season that broke forecasts nothing), so workers
+    are up when a rise comes. ``season_period`` (seconds) replaces the season's length.
+
+    Memory: ``prev`` (time, backlog, ready, arrivals and completions counters), ``raw_rate``
+    (the EWMA) and ``since`` (its first tick), ``work``, ``done``, ``peak`` (the backlog's held need), ``streams`` (recent [time, need]
+    pairs), ``season`` (``rates`` per slice, the current ``slice`` and its ``count``).
+
+    Parameters:
+        p95_wait: seconds 95 % of tasks may wait at most (> 0).
+        mean_wait: seconds tasks may wait on average (> 0); give this or ``p95_wait``.
+        boot_time: seconds from a launch to a working worker while no node of the domain has
+            joined yet (> 0; 40, EC2-like).
+        service_time: prior seconds of work per task (> 0; 60).
+        slots_per_worker: tasks one worker runs at once (> 0; 1).
+        rate_window: seconds the arrival rate is averaged over, at least (> 0; 60).
+        seasonality: ``daily``, ``weekly`` or none (default).
+        season_period: the season's length in seconds, instead of a day or a week (> 0).
+        season_bins: slices of a season (whole number 2-1000; 48).
+        sensor: which reading is the backlog (default: the first); its ``ready`` detail is the
+            waiting part (else backlog minus busy slots), its ``arrivals`` / ``completions``
+            details are counters of tasks arrived / finished, when the sensor gives them.
+    """
+
+    scaling_defaults: ClassVar[dict[str, float]] = {"stabilization": 0.0, "idle_timeout": 0.0}
+    #: the decider works out ``view.boot_seconds`` from the node records for this policy
+    uses_boot_seconds: ClassVar[bool] = True
+
+    p95_wait: float | None = None
+    mean_wait: float | None = None
+    boot_time: float = 40.0
+    service_time: float = 60.0
+    slots_per_worker: float = 1.0
+    rate_window: float = 60.0
+    seasonality: str | None = None
+    season_period: float | None = None
+    season_bins: int = 48
+    sensor: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.p95_wait is None) == (self.mean_wait is None):
+            raise ValueError("give exactly one of p95_wait or mean_wait (seconds), e.g. p95_wait: 30")
+        name = "p95_wait" if self.p95_wait is not None else "mean_wait"
+        check_number(name, getattr(self, name), above=0)
+        for name in ("boot_time", "service_time", "slots_per_worker", "rate_window"):
+            check_number(name, getattr(self, name), above=0)
+        if self.seasonality is not None and self.seasonality not in SEASONS:
+            raise ValueError(f"seasonality must be one of {', '.join(SEASONS)} or none, got {self.seasonality!r}")
+        if self.season_period is not None:
+            check_number("season_period", self.season_period, above=0)
+        if isinstance(self.season_bins, bool) or not isinstance(self.season_bins, int) \
+                or not 2 <= self.season_bins <= 1000:
+            raise ValueError(f"season_bins must be a whole number from 2 to 1000, got {self.season_bins!r}")
+
+    @property
+    def wait(self) -> float:
+        return float(self.p95_wait if self.p95_wait is not None else self.mean_wait)  # type: ignore[arg-type]
+
+    @property
+    def kind(self) -> str:
+        return "p95" if self.p95_wait is not None else "mean"
+
+    @property
+    def period(self) -> float | None:
+        if self.seasonality is None and self.season_period is None:
+            return None
+        return self.season_period or SEASONS[self.seasonality or "daily"]
+
+    def decide(self, view: DomainView, readings: Mapping[str, Reading], now: float) -> Decision:
+        reading = primary(readings, self.sensor)
+        if reading is None or not reading.ok or reading.value is None:
+            return Decision(view.intended, f"no backlog reading: hold {view.intended}")
+        slots = self.slots_per_worker
+        backlog = max(0.0, float(reading.value))
+        ready = min(backlog, max(0.0, float(reading.detail.get("ready", backlog - view.busy * slots))))
+        running = backlog - ready
+        mem = recall(view.memory, OWNER)
+        est = self._estimate(mem, reading.detail, backlog=backlog, ready=ready, running=running, now=now)
+        boot = float(view.boot_seconds) if view.boot_seconds is not None else self.boot_time
+        season, ahead = self._season(mem.get("season"), est["arrived"], rate=est["rate"], now=now, boot=boot)
+        rate, service = est["rate"], est["service"]
+        stream, drain, loose = self._needs(view, ready=ready, running=running, rate=rate, ahead=ahead,
+                                           service=service, boot=boot)
+        peak = max(drain, int(mem.get("peak", 0))) if ready > 0 else 0  # launches under way are kept
+        streams = [p for p in mem.get("streams") or [] if now - p[0] < boot and p[1] > stream] if not loose else []
+        streams.append([now, stream])  # a rate-sized stream holds its need for a boot time (not the busy count)
+        target = max(peak, max(p[1] for p in streams))
+        inputs: dict[str, Any] = {"ready": ready, "running": running, "arrival_rate": rate, "service_time": service,
+                                  "boot_time": boot, "stream": stream, "drain": drain, "forecast_rate": ahead}
+        memory = remember(OWNER, {"prev": est["prev"], "raw_rate": est["raw_rate"], "since": est["since"],
+                                  "work": est["work"], "done": est["done"],
+                                  "peak": peak, "streams": streams, **({"season": season} if season is not None else {})})
+        why = (f"{ready:g} waiting, {running:g} running, {rate:.3g}/s arriving, service {service:.3g}s, boot "
+               f"{boot:.3g}s: backlog needs {drain}, stream needs {stream} for {self.kind} wait {self.wait:g}s")
+        return Decision(target, f"{why} -> {target}", inputs, memory)
+
+    def _needs(self, view: DomainView, *, ready: float, running: float, rate: float, ahead: float, service: float,
+               boot: float) -> tuple[int, int, bool]:
+        """Workers the stream and the backlog need, and whether the target is loose (see the class doc)."""
+        slots = self.slots_per_worker
+        deadline = self.wait if self.kind == "p95" else max(self.wait, 2 * self.wait - boot)
+        loose = deadline > boot + service
+        if loose:
+            stream = ceil_((max(rate, ahead) * service if ready > 0 else running) / slots)
+        else:
+            stream = ceil_(steady_slots(rate=max(rate, ahead), service=service, target=self.wait, kind=self.kind,
+                                        limit=max(1, math.ceil(view.max_size * slots))) / slots)
+        drain = backlog_workers(ready=ready, rate=0.0 if loose else rate, service=service,
+                                deadline=deadline * LOOSE_PLAN if loose else deadline, boot=boot,
+                                joined=view.joined, slots=slots)
+        return stream, drain, loose
+
+    def _estimate(self, mem: Mapping[str, Any], detail: Mapping[str, float], *, backlog: float, ready: float,
+                  running: float, now: float) -> dict[str, Any]:
+        """Arrivals since the last tick, the arrival rate and the service time (see the class doc)."""
+        counted = {k: float(detail[k]) for k in ("arrivals", "completions") if k in detail}
+        t0, before, _, a0, c0 = (mem.get("prev") or [now, backlog, ready, None, None])
+        work, done = float(mem.get("work", 0.0)), float(mem.get("done", 0.0))
+        prior, since = PRIOR_TASKS * self.service_time, float(mem.get("since", now))
+        # a running task has done about half its work once the policy has watched it that long
+        running_done = running * min(0.5, (now - since) / (2 * self.service_time))
+        service = (work + prior) / (done + PRIOR_TASKS + running_done)
+        dt = now - float(t0)
+        finished = arrived = 0.0
+        if dt > 0:
+            if "completions" in counted and c0 is not None:
+                finished = max(0.0, counted["completions"] - float(c0))
+            else:
+                finished = min(running, running * dt / service) if backlog <= before else max(0.0, before - backlog)
+            if "arrivals" in counted and a0 is not None:
+                arrived = max(0.0, counted["arrivals"] - float(a0))
+            else:
+                arrived = max(0.0, backlog - float(before) + finished)
+            keep = 0.5 ** (dt / FORGET)
+            if "completions" in counted or backlog < before:
+                work, done = work * keep + running * dt, done * keep + finished
+                service = (work + prior) / (done + PRIOR_TASKS + running_done)
+        raw, window = float(mem.get("raw_rate", 0.0)), max(self.rate_window, self.wait)
+        if dt > 0:
+            raw += (1.0 - math.exp(-dt / window)) * (arrived / dt - raw)
+        # an EWMA started at 0 is low by this factor at first; a few seconds of arrivals are not a rate yet
+        seen = 1.0 - math.exp(-max(now - since, EVIDENCE) / window)
+        rate = raw / seen if seen > 0 else raw
+        prev = [now, backlog, ready, counted.get("arrivals"), counted.get("completions")]
+        return {"rate": rate, "raw_rate": raw, "since": since, "service": service, "work": work, "done": done,
+                "arrived": arrived, "prev": prev}
+
+    def _season(self, season: Any, arrived: float, *, rate: float, now: float,
+                boot: float) -> tuple[dict[str, Any] | None, float]:
+        """The learned arrival profile with this tick's arrivals added, and its rate one boot time ahead."""
+        period = self.period
+        if period is None:
+            return None, 0.0
+        width = period / self.season_bins
+        where = int(now % period // width)
+        season = dict(season) if isinstance(season, Mapping) else {}
+        rates = list(season.get("rates") or [None] * self.season_bins)
+        if len(rates) != self.season_bins:
+            rates = [None] * self.season_bins
+        current, count = season.get("slice", where), float(season.get("count", 0.0))
+        if current != where:  # the slice is over: blend its rate into the profile
+            seen = count / width
+            old = rates[current] if isinstance(current, int) and 0 <= current < len(rates) else None
+            if isinstance(current, int) and 0 <= current < len(rates):
+                rates[current] = seen if old is None else (old + seen) / 2
+            count = 0.0
+        count += arrived
+        upcoming = [rates[int((now + boot + k * width) % period // width)] for k in (0, 1)]
+        known = [r for r in upcoming if r is not None]
+        ahead = sum(known) / len(known) if known else 0.0
+        expected_now = rates[where]
+        if expected_now:  # the profile scaled by how this season runs against it (a season that broke: none)
+            ahead *= min(1.0, rate / expected_now)
+        return {"rates": rates, "slice": where, "count": count}, float(ahead)

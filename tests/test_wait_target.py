@@ -1,0 +1,292 @@
+"""The wait_target policy: its documented sizing on an injected clock, the boot time the decider learns
+from node records, the simulator's wait-target report and the sim_queue counters. No real workers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from policies import load_policy
+from policies.wait_target import WaitTarget, backlog_workers, erlang_c, steady_slots
+from pool.control.decider import boot_seconds
+from pool.control.manager import Observation, plan_domain
+from pool.core.model import DomainState, DomainView, Heartbeat, NodeRecord, NodeState, Reading, parse_domain_spec
+from pool.sim.simulate import (
+    DOMAIN,
+    PolicyChoice,
+    Simulation,
+    SimulationError,
+    check_targets,
+    parse_target,
+    simulate_many,
+)
+from pool.sim.traces import Task, burst, poisson
+from pool.sites.provisioner import SiteNode
+from sensors import simqueue
+
+S = NodeState
+
+
+def view(*, joined: int = 0, busy: int = 0, booting: int = 0, boot: float | None = None, memory: Any = None,
+         max_size: int = 1000) -> DomainView:
+    return DomainView(name="d", min_size=0, max_size=max_size, actual=joined + booting, joined=joined,
+                      booting=booting, busy=busy, idle=joined - busy, draining=0, intended=joined + booting,
+                      memory=memory or {}, boot_seconds=boot)
+
+
+def queue(ready: float, running: float, t: float, arrivals: float | None = None,
+          completions: float | None = None) -> dict[str, Reading]:
+    detail: dict[str, float] = {"ready": ready, "unacked": running}
+    if arrivals is not None and completions is not None:
+        detail.update(arrivals=arrivals, completions=completions)
+    return {"q": Reading("q", ready + running, t, detail=detail)}
+
+
+# ---------------------------------------------------------------------------
+# parameters and the queueing formulas
+# ---------------------------------------------------------------------------
+
+
+def test_exactly_one_wait_target_and_checked_parameters() -> None:
+    assert load_policy("wait_target", {"p95_wait": 30}).decide is not None
+    for bad, word in (({}, "exactly one"), ({"p95_wait": 30, "mean_wait": 5}, "exactly one"),
+                      ({"p95_wait": -1}, "p95_wait"), ({"mean_wait": True}, "mean_wait"),
+                      ({"p95_wait": 30, "seasonality": "hourly"}, "seasonality"),
+                      ({"p95_wait": 30, "season_bins": 1}, "season_bins"),
+                      ({"p95_wait": 30, "boot_time": 0}, "boot_time")):
+        with pytest.raises(ValueError, match=word):
+            load_policy("wait_target", bad)
+
+
+def test_erlang_c_matches_hand_computed_queues() -> None:
+    assert erlang_c(1, 0.5) == pytest.approx(0.5)  # M/M/1: an arrival waits with probability rho
+    assert erlang_c(2, 1.0) == pytest.approx(1 / 3)  # (a^2/2 * 2) / (1 + a + a^2/2 * 2)
+    assert erlang_c(3, 3.0) == 1.0 and erlang_c(3, 0.0) == 0.0
+    # M/M/1 at rho 0.5, service 10 s: mean wait = C / (mu - lambda) = 0.5 / 0.05 = 10 s: one slot meets
+    # a 10 s mean, a 9 s mean needs two
+    assert steady_slots(rate=0.05, service=10.0, target=10.0, kind="mean", limit=100) == 1
+    assert steady_slots(rate=0.05, service=10.0, target=9.0, kind="mean", limit=100) == 2
+    assert steady_slots(rate=0.0, service=10.0, target=9.0, kind="p95", limit=100) == 0
+
+
+def test_backlog_workers_follow_the_fluid_picture() -> None:
+    # 100 waiting, nobody joined, deadline 90 s, boot 40, service 60: a new worker starts
+    # 1 + (50/60 - 0.5) = 4/3 tasks in time -> 75 workers
+    assert backlog_workers(ready=100, rate=0, service=60, deadline=90, boot=40, joined=0, slots=1) == 75
+    # 30 joined start 30 * 90/60 = 45 of them; 55 left for new workers -> 30 + 42
+    assert backlog_workers(ready=100, rate=0, service=60, deadline=90, boot=40, joined=30, slots=1) == 72
+    # a deadline shorter than a boot is stretched to boot + service/2 = 70 s: one task per new worker
+    assert backlog_workers(ready=100, rate=0, service=60, deadline=30, boot=40, joined=0, slots=1) == 100
+    assert backlog_workers(ready=0, rate=5, service=60, deadline=30, boot=40, joined=0, slots=1) == 0
+
+
+# ---------------------------------------------------------------------------
+# the policy on an injected clock
+# ---------------------------------------------------------------------------
+
+
+def test_a_burst_gets_the_hand_computed_workers_and_keeps_them_while_tasks_wait() -> None:
+    # loose: 120 > boot 40 + service 60: start the 100 within 0.85 x 120 = 102 s; a new worker starts
+    # 1 + (102 - 40) / 60 - 0.5 = 1.533 of them in time -> 66 workers
+    policy = WaitTarget(p95_wait=120)
+    first = policy.decide(view(boot=40.0), queue(100, 0, 1000.0), 1000.0)
+    assert first.target == 66 and first.inputs["drain"] == 66
+    # ten seconds later 30 have joined and run, 70 wait: the need falls, the launches under way stay
+    second = policy.decide(view(joined=30, busy=30, booting=45, boot=40.0, memory=first.memory),
+                           queue(70, 30, 1010.0, ), 1010.0)
+    assert second.inputs["drain"] == backlog_workers(ready=70, rate=0, service=second.inputs["service_time"],
+                                                     deadline=102, boot=40, joined=30, slots=1) < 66
+    assert second.target == 66
+    # the queue is empty: only the busy workers stay (idle ones go at once)
+    third = policy.decide(view(joined=75, busy=40, boot=40.0, memory=second.memory), queue(0, 40, 1100.0), 1100.0)
+    assert third.target == 40
+
+
+def test_the_learned_boot_time_changes_the_plan_and_the_default_applies_without_one() -> None:
+    slow = WaitTarget(p95_wait=120).decide(view(boot=200.0), queue(100, 0, 0.0), 0.0)
+    assert slow.inputs["boot_time"] == 200.0 and slow.target == 100  # tight now: one task per new worker
+    default = WaitTarget(p95_wait=120, boot_time=40.0).decide(view(boot=None), queue(100, 0, 0.0), 0.0)
+    assert default.inputs["boot_time"] == 40.0 and default.target == 66
+
+
+def steady(policy: WaitTarget, *, joined: int, rate: float, service: float, seconds: int,
+           memory: Any = None) -> tuple[Any, Any]:
+    """Feed a steady stream (counters, nothing waiting) for ``seconds``; the last decision."""
+    decision = None
+    running = round(rate * service)
+    for t in range(seconds + 1):
+        decision = policy.decide(view(joined=joined, busy=running, boot=40.0, memory=memory),
+                                 queue(0, running, float(t), arrivals=rate * t, completions=max(0.0, rate * (t - service))),
+                                 float(t))
+        memory = decision.memory
+    assert decision is not None
+    return decision, memory
+
+
+def test_a_tight_target_never_scales_in_below_the_erlang_need() -> None:
+    policy = WaitTarget(p95_wait=10, service_time=60.0)
+    decision, memory = steady(policy, joined=80, rate=0.5, service=60.0, seconds=1800)
+    rate, service = decision.inputs["arrival_rate"], decision.inputs["service_time"]
+    assert rate == pytest.approx(0.5, rel=0.02) and service == pytest.approx(60.0, rel=0.1)
+    need = steady_slots(rate=rate, service=service, target=10.0, kind="p95", limit=1000)
+    held = max(p[1] for p in decision.memory["streams"])  # the highest need of the last boot time
+    assert decision.target == held and need <= held <= need + 1 and 30 < need < 80  # not 80, never below the need
+    # the remaining workers meet the target: P(wait > 10 s) <= 2.5 % (half the 5 %) at that size, not one fewer
+    late = erlang_c(need, rate * service) * math.exp(-(need / service - rate) * 10.0)
+    fewer = erlang_c(need - 1, rate * service) * math.exp(-((need - 1) / service - rate) * 10.0)
+    assert late <= 0.025 < fewer
+    # the rate falls to nothing: the need is held one boot time (40 s), then released
+    quiet = policy.decide(view(joined=need, busy=0, boot=40.0, memory=memory), queue(0, 0, 1820.0, 900.0, 900.0),
+                          1820.0)
+    assert quiet.target == need
+    later = policy.decide(view(joined=need, busy=0, boot=40.0, memory=quiet.memory),
+                          queue(0, 0, 1900.0, 900.0, 900.0), 1900.0)
+    assert later.target < need
+
+
+def test_without_counters_the_rate_comes_from_the_backlog() -> None:
+    policy, memory = WaitTarget(p95_wait=30), None
+    for t in range(0, 301):  # 2 tasks a second pile up, nothing runs
+        decision = policy.decide(view(memory=memory), queue(2.0 * t, 0, float(t)), float(t))
+        memory = decision.memory
+    assert decision.inputs["arrival_rate"] == pytest.approx(2.0, rel=0.05)
+
+
+def test_seasonality_launches_ahead_of_a_learned_rise() -> None:
+    period, bins = 600.0, 12  # slices of 50 s; the arrivals rise from 0.1/s to 1/s at 300 s of each period
+
+    def rate_at(t: float) -> float:
+        return 1.0 if t % period >= 300 else 0.1
+
+    def run(policy: WaitTarget) -> list[Any]:
+        memory, arrived, out = None, 0.0, []
+        for t in range(0, int(3 * period)):
+            arrived += rate_at(t)
+            d = policy.decide(view(joined=20, busy=5, boot=40.0, memory=memory),
+                              queue(0, 5, float(t), arrivals=arrived, completions=arrived), float(t))
+            memory = d.memory
+            out.append(d)
+        return out
+
+    seasonal = run(WaitTarget(p95_wait=10, season_period=period, season_bins=bins))
+    plain = run(WaitTarget(p95_wait=10))
+    before_rise = int(2 * period + 280)  # 20 s before the third period's rise, within a boot of it
+    assert seasonal[before_rise].inputs["forecast_rate"] > 0.5
+    assert seasonal[before_rise].target > 2 * plain[before_rise].target
+    assert plain[before_rise].inputs["forecast_rate"] == 0.0
+    assert len(seasonal[-1].memory["season"]["rates"]) == bins
+
+
+# ---------------------------------------------------------------------------
+# the boot time from node records, through the decider
+# ---------------------------------------------------------------------------
+
+
+def record(node_id: str, created: float, pending: float, joined: float | None) -> NodeRecord:
+    rec = NodeRecord.new(node_id=node_id, domain="d", launch_id=f"L-{node_id}", site="local",
+                         deployable_type="celery-worker", now=created)
+    rec.set_state(S.PENDING, pending)
+    if joined is not None:
+        rec.set_state(S.STARTED, joined - 1)
+        rec.set_state(S.JOINED, joined)
+    return rec
+
+
+def test_boot_seconds_is_the_median_of_the_latest_joins_from_the_site_accepting_the_launch() -> None:
+    assert boot_seconds([]) is None
+    assert boot_seconds([record("x", 0, 1, None)]) is None  # never joined
+    # queued 100 s behind the API, then 30 s to join: the site's boot is 30 s
+    assert boot_seconds([record("a", 0, 100, 130)]) == 30
+    recs = [record(f"n{i}", 0, 0, 10 * i + 20) for i in range(30)]  # boots 20, 30, ... 310
+    assert boot_seconds(recs, recent=3) == 300  # the three that joined last: 290, 300, 310
+    assert boot_seconds(recs[:4]) == 35  # 20, 30, 40, 50: the middle two averaged
+    gone = record("g", 0, 0, 1000)
+    gone.set_state(S.DRAINING, 1001)
+    assert boot_seconds([gone, *recs[:4]]) == 35  # a node no longer joined is not counted
+
+
+def test_the_decider_hands_the_policy_the_boot_time_of_the_domain_records() -> None:
+    spec = parse_domain_spec({"name": "d", "max": 10, "celery": {"app": "tasks"}, "scaling": {"stabilization": 0},
+                              "policy": {"name": "wait_target", "p95_wait": 120}})
+    nodes = [record("a", 0, 5, 47), record("b", 10, 12, 62), record("c", 20, 21, 100)]  # 42, 50, 79
+    hbs = {n.node_id: Heartbeat(time=100.0, ready=True, active=1) for n in nodes}
+    obs = Observation(spec=spec, state=DomainState(intended=3), nodes=tuple(nodes), heartbeats=hbs,
+                      site_nodes={n.node_id: SiteNode(n.node_id, n.node_id, True, {}) for n in nodes},
+                      site_available=True, now=100.0,
+                      readings={"celery": Reading("celery", 3.0, 100.0, detail={"ready": 0.0})})
+    counter = iter(range(100))
+    plan = plan_domain(obs, load_policy("wait_target", {"p95_wait": 120}),
+                       new_ids=lambda d: (f"{d}-{next(counter)}", f"l{next(counter)}"))
+    assert plan.view.boot_seconds == 50
+    assert plan.decision.inputs["boot_time"] == 50
+
+
+# ---------------------------------------------------------------------------
+# the simulator: targets met, a learned boot time, deterministic reports
+# ---------------------------------------------------------------------------
+
+
+def test_a_burst_meets_its_p95_target_in_the_simulator_with_the_site_boot_time_learned() -> None:
+    tasks = burst(n=60, service=60.0, cv=0.0, seed=1)
+    sim = Simulation(tasks, PolicyChoice("wt", "wait_target", {"p95_wait": 150}), profile="ec2", seed=1)
+    result = sim.run()
+    assert result["unfinished"] == 0 and result["p95_wait"] <= 150
+    boots = [e["inputs"]["boot_time"] for e in sim.store.events(DOMAIN, count=1000, kind="decision")]
+    learned = [b for b in boots if b != 40.0]  # 40: the default, before any node joined
+    assert 40.0 in boots and learned and all(20 < b < 80 for b in learned)  # the ec2 profile: median 40 s
+    # the need: 60 tasks, 150 s: one worker starts 1 + (112.5 - 40)/60 - 0.5 tasks; no worker per task
+    assert result["peak_workers"] < 60
+
+
+def test_wait_target_reports_are_deterministic_and_say_what_was_met() -> None:
+    tasks = poisson(n=150, rate=0.5, seed=3)
+    choices = [PolicyChoice("wt", "wait_target", {"p95_wait": 60}), PolicyChoice("qd", "queue_depth", {})]
+
+    def report() -> dict[str, Any]:
+        r = simulate_many(tasks, choices, seed=2, targets=[("p95", 30.0), ("mean", 5.0)])
+        r.pop("runtime")
+        return r
+
+    one, two = report(), report()
+    assert one == two
+    by = {r["policy"]: r for r in one["results"]}
+    assert set(by["wt"]["targets"]) == {"p95_30", "mean_5", "p95_60"}  # its own target is checked too
+    assert set(by["qd"]["targets"]) == {"p95_30", "mean_5"}
+    for r in one["results"]:
+        for key, t in r["targets"].items():
+            kind, seconds = key.split("_")
+            assert t["met"] == (r[f"{kind}_wait"] <= float(seconds)) and t["worker_hours"] == r["worker_hours"]
+    assert by["oracle"]["targets"]["p95_30"]["met"]
+
+
+def test_check_targets_counts_unfinished_work_as_missed_and_targets_parse() -> None:
+    assert check_targets({"p95_wait": 1.0, "unfinished": 2, "worker_hours": 1.0}, [("p95", 5.0)])["p95_5"]["met"] \
+        is False
+    assert parse_target("p95=30") == ("p95", 30.0) and parse_target("mean_wait=2.5") == ("mean", 2.5)
+    for bad in ("p95", "p99=3", "mean=-1", "p95=nan"):
+        with pytest.raises(SimulationError, match="p95=SECONDS"):
+            parse_target(bad)
+
+
+def test_sim_queue_gives_arrival_and_completion_counters_when_the_queue_counts() -> None:
+    class Counted:
+        def depth(self) -> tuple[int, int]:
+            return 3, 2
+
+        def counters(self) -> tuple[int, int]:
+            return 10, 5
+
+    class Plain:
+        def depth(self) -> tuple[int, int]:
+            return 3, 2
+
+    counted = simqueue.attach({"a": Counted(), "b": Plain()})
+    r = counted("sim_queue", {"queue": "a"}).read(1.0)
+    assert r.value == 5 and r.detail == {"ready": 3, "unacked": 2, "arrivals": 10.0, "completions": 5.0}
+    assert counted("sim_queue", {"queue": "b"}).read(1.0).detail == {"ready": 3, "unacked": 2}
+    tasks = [Task(arrival=float(i), service=5.0) for i in range(5)]
+    sim = Simulation(tasks, PolicyChoice("qd", "queue_depth", {}), profile="local", seed=0)
+    sim.run()
+    assert sim.counters() == (5, 5)
