@@ -73,9 +73,25 @@ def detail(spec: DomainSpec, state: DomainState, records: Iterable[NodeRecord], 
     return with_detail(summary(spec, state, records, marks), spec, state)
 
 
+#: specs as shown, by the id of the spec object the store keeps while its stored text is unchanged
+_shown_specs: dict[int, tuple[DomainSpec, dict[str, Any]]] = {}
+
+
+def shown_spec(spec: DomainSpec) -> dict[str, Any]:
+    """The spec as JSON with secrets masked; worked out once per spec the store parsed."""
+    hit = _shown_specs.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    if len(_shown_specs) > 10_000:
+        _shown_specs.clear()
+    shown = clean(json.loads(spec.model_dump_json()))
+    _shown_specs[id(spec)] = (spec, shown)
+    return shown
+
+
 def with_detail(base: dict[str, Any], spec: DomainSpec, state: DomainState) -> dict[str, Any]:
     """``base`` (a summary) with the spec (secrets masked) and the manager's last decision."""
-    return {**base, "spec": clean(json.loads(spec.model_dump_json())),
+    return {**base, "spec": shown_spec(spec),
             "last_decision": clean(state.last_decision) if state.last_decision else None}
 
 
