@@ -6,6 +6,7 @@ Pure: imports only ``policies`` helpers and ``pool.core.model`` types; time is t
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -35,6 +36,9 @@ IDLE_LOAD = 0.05
 RENEWAL = 0.5
 #: Share of a loose deadline the backlog is planned to start within (its tasks have waited already).
 LOOSE_PLAN = 0.85
+#: Standard errors of the measured arrival rate a tight target's stream is sized above it (its
+#: one-sided 95 % bound: an EWMA that dipped with the arrivals' luck must not take the headroom away).
+RATE_Z = 1.645
 
 
 def erlang_c(servers: int, load: float) -> float:
@@ -63,6 +67,57 @@ def steady_slots(*, rate: float, service: float, target: float, kind: str, limit
             return c
         c += 1
     return limit
+
+
+def horizon_slots(*, rate: float, service: float, target: float, kind: str, boot: float, bias: float = 0.0) -> int:
+    """Fewest task slots that start the arrivals of the next ``boot`` seconds (before workers launched
+    for a queue could join) within the target, with ``bias`` more tasks arriving than ``rate`` says.
+
+    Fluid picture with Poisson spreads: the pool keeps ``rate × service`` slots busy and ``h`` idle. In
+    a boot window ``rate × boot`` tasks arrive and the busy slots free about as many (exponential
+    task lengths: each count has variance ``rate × boot``), so the arrivals' excess ``X`` is about
+    normal, mean ``bias``. ``p95``: the busy slots also free ``rate × p95_wait`` more within the
+    target (variance ``rate × (2 × boot + p95_wait)`` in all); ``h`` covers ``X`` less those in all but
+    2.5 % of boot windows. ``mean``: the tasks ``X`` leaves waiting, ``E[(X - h)+]``, stay within
+    the ``rate × mean_wait`` that may wait at once (Little's law) at that mean wait."""
+    load = rate * service
+    if load < IDLE_LOAD:
+        return 0
+    if kind == "p95":
+        spread = math.sqrt(rate * (2.0 * boot + target))
+        excess = statistics.NormalDist().inv_cdf(1.0 - STREAM_TAIL) * spread + bias - rate * target
+        return max(1, math.ceil(load + max(0.0, excess)))
+    dist = statistics.NormalDist(bias, math.sqrt(2.0 * rate * boot))
+    idle = 0
+    while idle < 10_000 and _shortfall(dist, float(idle)) > rate * target:
+        idle += 1
+    return max(1, math.ceil(load + idle))
+
+
+def _shortfall(dist: statistics.NormalDist, h: float) -> float:
+    """``E[(X - h)+]`` for a normal ``X``."""
+    if dist.stdev <= 0:
+        return max(0.0, dist.mean - h)
+    u = (h - dist.mean) / dist.stdev
+    return dist.stdev * math.exp(-u * u / 2) / math.sqrt(2 * math.pi) - (h - dist.mean) * (1 - dist.cdf(h))
+
+
+def stream_slots(*, rate: float, spread: float, service: float, target: float, kind: str, boot: float,
+                 limit: int) -> int:
+    """Task slots a tight target's stream keeps: the fewer of the stationary queue's
+    (:func:`steady_slots` at the rate's one-sided 95 % bound, ``rate + RATE_Z × spread``) and the
+    boot window's (:func:`horizon_slots`, the bound's extra arrivals over a boot as ``bias``): the
+    first needs no reaction, the second counts on the launches a queue triggers joining a boot later."""
+    stationary = steady_slots(rate=rate + RATE_Z * spread, service=service, target=target, kind=kind, limit=limit)
+    window = horizon_slots(rate=rate, service=service, target=target, kind=kind, boot=boot,
+                           bias=RATE_Z * spread * boot)
+    return min(stationary, window)
+
+
+def rate_error(rate: float, *, seen: float, window: float) -> float:
+    """Standard error of a Poisson arrival rate measured by an EWMA over ``window`` seconds for ``seen``
+    seconds (its variance is ``rate / (2 × window)``, more while it has seen less than that)."""
+    return math.sqrt(max(0.0, rate) / min(2.0 * window, max(seen, EVIDENCE)))
 
 
 def backlog_workers(*, ready: float, rate: float, service: float, deadline: float, boot: float,
@@ -104,12 +159,18 @@ class WaitTarget:
       waiting, at least ``rate × service`` and enough that the waiting tasks start within 0.85 of
       the deadline (they have waited already).
     - **Tight** target: a queue that forms cannot wait for new workers, so the stream gets
-      headroom: the fewest workers whose M/M/c queue (Erlang C) at that rate meets the target
-      (``P(wait > p95_wait) <= 2.5 %``: half the allowance, the rest is left for start-ups and
-      rises no rate foresees; or ``E[wait] <= mean_wait``), held for one boot time (a
-      worker removed now could not be back sooner); and the waiting tasks plus the arrivals of
-      the deadline must start within it (a deadline shorter than a boot is stretched to
-      ``boot + service / 2``).
+      headroom, held for one boot time (a worker removed now could not be back sooner): the fewer
+      of two sizings, each at the arrival rate's one-sided 95 % bound (``rate + 1.645 ×`` its
+      standard error: the EWMA's Poisson error ``sqrt(rate / (2 × window))``, larger while it has
+      seen less, so that a rate that dipped by the arrivals' luck, or a cold start's first
+      arrivals, do not take the headroom away). The *stationary* one: the fewest workers whose
+      M/M/c queue (Erlang C) meets the target (``P(wait > p95_wait) <= 2.5 %``: half the
+      allowance, the rest left for start-ups and rises no rate foresees; or ``E[wait] <=
+      mean_wait``), which needs no reaction. The *boot-window* one (:func:`horizon_slots`): idle
+      slots enough for the arrivals' excess over one boot, the time until workers launched for a
+      queue join (the bound's extra arrivals over that boot count in); cheaper where the target
+      lets tasks wait for freed slots. And the waiting tasks plus the arrivals of the deadline
+      must start within it (a deadline shorter than a boot is stretched to ``boot + service / 2``).
 
     Starts within a window come from a fluid picture: a joined worker starts ``window /
     service`` tasks per slot; a new one, up after a boot, ``1 + (window - boot) / service -
@@ -201,14 +262,15 @@ class WaitTarget:
         boot = float(view.boot_seconds) if view.boot_seconds is not None else self.boot_time
         season, ahead = self._season(mem.get("season"), est["arrived"], rate=est["rate"], now=now, boot=boot)
         rate, service = est["rate"], est["service"]
+        spread = rate_error(rate, seen=now - est["since"], window=max(self.rate_window, self.wait))
         stream, drain, loose = self._needs(view, ready=ready, running=running, rate=rate, ahead=ahead,
-                                           service=service, boot=boot)
+                                           service=service, boot=boot, spread=spread)
         peak = max(drain, int(mem.get("peak", 0))) if ready > 0 else 0  # launches under way are kept
         streams = [p for p in mem.get("streams") or [] if now - p[0] < boot and p[1] > stream] if not loose else []
         streams.append([now, stream])  # a rate-sized stream holds its need for a boot time (not the busy count)
         target = max(peak, max(p[1] for p in streams))
         inputs: dict[str, Any] = {"ready": ready, "running": running, "arrival_rate": rate, "service_time": service,
-                                  "boot_time": boot, "stream": stream, "drain": drain, "forecast_rate": ahead}
+                                  "boot_time": boot, "rate_error": spread, "stream": stream, "drain": drain, "forecast_rate": ahead}
         memory = remember(OWNER, {"prev": est["prev"], "raw_rate": est["raw_rate"], "since": est["since"],
                                   "work": est["work"], "done": est["done"],
                                   "peak": peak, "streams": streams, **({"season": season} if season is not None else {})})
@@ -217,7 +279,7 @@ class WaitTarget:
         return Decision(target, f"{why} -> {target}", inputs, memory)
 
     def _needs(self, view: DomainView, *, ready: float, running: float, rate: float, ahead: float, service: float,
-               boot: float) -> tuple[int, int, bool]:
+               boot: float, spread: float) -> tuple[int, int, bool]:
         """Workers the stream and the backlog need, and whether the target is loose (see the class doc)."""
         slots = self.slots_per_worker
         deadline = self.wait if self.kind == "p95" else max(self.wait, 2 * self.wait - boot)
@@ -225,8 +287,9 @@ class WaitTarget:
         if loose:
             stream = ceil_((max(rate, ahead) * service if ready > 0 else running) / slots)
         else:
-            stream = ceil_(steady_slots(rate=max(rate, ahead), service=service, target=self.wait, kind=self.kind,
-                                        limit=max(1, math.ceil(view.max_size * slots))) / slots)
+            need = stream_slots(rate=max(rate, ahead), spread=spread, service=service, target=self.wait,
+                                kind=self.kind, boot=boot, limit=max(1, math.ceil(view.max_size * slots)))
+            stream = ceil_(need / slots)
         drain = backlog_workers(ready=ready, rate=0.0 if loose else rate, service=service,
                                 deadline=deadline * LOOSE_PLAN if loose else deadline, boot=boot,
                                 joined=view.joined, slots=slots)

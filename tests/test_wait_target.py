@@ -4,12 +4,22 @@ from node records, the simulator's wait-target report and the sim_queue counters
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import Any
 
 import pytest
 
 from policies import load_policy
-from policies.wait_target import WaitTarget, backlog_workers, erlang_c, steady_slots
+from policies.wait_target import (
+    RATE_Z,
+    WaitTarget,
+    backlog_workers,
+    erlang_c,
+    horizon_slots,
+    rate_error,
+    steady_slots,
+    stream_slots,
+)
 from pool.control.decider import boot_seconds
 from pool.control.manager import Observation, plan_domain
 from pool.core.model import DomainState, DomainView, Heartbeat, NodeRecord, NodeState, Reading, parse_domain_spec
@@ -125,18 +135,56 @@ def steady(policy: WaitTarget, *, joined: int, rate: float, service: float, seco
     return decision, memory
 
 
-def test_a_tight_target_never_scales_in_below_the_erlang_need() -> None:
+def test_the_boot_window_sizing_matches_hand_computed_headroom() -> None:
+    # p95: 1 task/s of 60 s tasks, boot 40 s, target 10 s: the excess over a boot window has spread
+    # sqrt(1 x (2 x 40 + 10)) = 9.49; at z = 1.96 that is 18.59 tasks, less the 10 a 10 s wait lets
+    # queue for freed slots: 60 busy + 8.59 idle -> 69 slots
+    assert horizon_slots(rate=1.0, service=60.0, target=10.0, kind="p95", boot=40.0) == 69
+    # 30 s: 1.96 x sqrt(110) = 20.56 < 30: the busy slots free enough in time, no idle slot
+    assert horizon_slots(rate=1.0, service=60.0, target=30.0, kind="p95", boot=40.0) == 60
+    # 6 more arrivals than the rate says over the boot (its error): 68.59 + 6 -> 75
+    assert horizon_slots(rate=1.0, service=60.0, target=10.0, kind="p95", boot=40.0, bias=6.0) == 75
+    assert horizon_slots(rate=0.0, service=60.0, target=10.0, kind="p95", boot=40.0) == 0
+    # mean: the fewest idle slots h with E[(X - h)+] <= rate x mean_wait, X ~ N(0, 2 x rate x boot)
+    dist = NormalDist(0.0, math.sqrt(2 * 1.0 * 40.0))
+
+    def shortfall(h: float) -> float:  # E[(X - h)+] by summing the density on a fine grid
+        step = 0.01
+        return sum((x - h) * dist.pdf(x) * step for x in (h + step * (k + 0.5) for k in range(6000)))
+
+    slots = horizon_slots(rate=1.0, service=60.0, target=2.0, kind="mean", boot=40.0)
+    idle = slots - 60
+    assert idle > 0 and shortfall(idle) <= 2.0 < shortfall(idle - 1)
+
+
+def test_the_rate_error_is_the_ewmas_poisson_error_and_widens_the_stream() -> None:
+    # an EWMA over 60 s of 0.5 tasks/s: variance 0.5 / 120; less evidence (20 s seen): 0.5 / 20
+    assert rate_error(0.5, seen=3600.0, window=60.0) == pytest.approx(math.sqrt(0.5 / 120))
+    assert rate_error(0.5, seen=20.0, window=60.0) == pytest.approx(math.sqrt(0.5 / 20))
+    assert rate_error(0.5, seen=1.0, window=60.0) == pytest.approx(math.sqrt(0.5 / 10))  # 10 s at least
+    spread = rate_error(1.0, seen=3600.0, window=60.0)
+    kw: dict[str, Any] = {"service": 60.0, "target": 10.0, "kind": "p95", "boot": 40.0, "limit": 1000}
+    sized = stream_slots(rate=1.0, spread=spread, **kw)
+    assert sized == min(steady_slots(rate=1.0 + RATE_Z * spread, service=60.0, target=10.0, kind="p95", limit=1000),
+                        horizon_slots(rate=1.0, service=60.0, target=10.0, kind="p95", boot=40.0,
+                                      bias=RATE_Z * spread * 40.0))
+    assert sized > stream_slots(rate=1.0, spread=0.0, **kw)
+
+
+def test_a_tight_target_never_scales_in_below_the_stream_need() -> None:
     policy = WaitTarget(p95_wait=10, service_time=60.0)
     decision, memory = steady(policy, joined=80, rate=0.5, service=60.0, seconds=1800)
     rate, service = decision.inputs["arrival_rate"], decision.inputs["service_time"]
     assert rate == pytest.approx(0.5, rel=0.02) and service == pytest.approx(60.0, rel=0.1)
-    need = steady_slots(rate=rate, service=service, target=10.0, kind="p95", limit=1000)
+    spread = decision.inputs["rate_error"]
+    assert spread == pytest.approx(rate_error(rate, seen=1800.0, window=60.0))
+    need = stream_slots(rate=rate, spread=spread, service=service, target=10.0, kind="p95", boot=40.0, limit=1000)
     held = max(p[1] for p in decision.memory["streams"])  # the highest need of the last boot time
     assert decision.target == held and need <= held <= need + 1 and 30 < need < 80  # not 80, never below the need
-    # the remaining workers meet the target: P(wait > 10 s) <= 2.5 % (half the 5 %) at that size, not one fewer
-    late = erlang_c(need, rate * service) * math.exp(-(need / service - rate) * 10.0)
-    fewer = erlang_c(need - 1, rate * service) * math.exp(-((need - 1) / service - rate) * 10.0)
-    assert late <= 0.025 < fewer
+    # at that size the boot window's excess (rate's error included) fits the idle slots, one fewer it does not
+    z = NormalDist().inv_cdf(0.975)
+    excess = z * math.sqrt(rate * (2 * 40.0 + 10.0)) + RATE_Z * spread * 40.0 - rate * 10.0
+    assert need - rate * service >= excess > need - 1 - rate * service
     # the rate falls to nothing: the need is held one boot time (40 s), then released
     quiet = policy.decide(view(joined=need, busy=0, boot=40.0, memory=memory), queue(0, 0, 1820.0, 900.0, 900.0),
                           1820.0)
