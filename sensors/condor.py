@@ -89,7 +89,7 @@ class CondorIdleSensor(Throttled):
 
         try:
             coll = htcondor2.Collector(self.collector)
-            schedd_ads = coll.locateAll(htcondor2.DaemonType.Schedd)
+            schedd_ads = coll.query(htcondor2.AdTypes.Schedd)  # whole ads: the address and the statistics
             running = self._running(coll)
         except Exception as exc:  # noqa: BLE001  (the pool is unreachable: the fallback rule applies)
             return Reading(self.name, None, now, error=f"collector {self.collector}: {error_text(exc)}")

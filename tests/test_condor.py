@@ -138,6 +138,13 @@ def test_a_burst_takes_the_domain_to_max_and_back_to_zero(condor_pool: CondorPoo
 
     pool.wait(finished, 300, "50 jobs to complete")
     assert peak == 3
+
+    def counters() -> tuple[float, float]:  # the schedd's own statistics, read by the sensor (wait_target's rates)
+        reading = next(iter(pool.store.get_state(name).readings.values()), {})
+        return float(reading.get("arrivals", -1)), float(reading.get("completions", -1))
+
+    pool.wait(lambda: counters()[1] >= 50, 90, "the schedd's JobsCompleted to count the 50 jobs")
+    assert counters()[0] >= counters()[1]
     pool.wait(lambda: not pool.live(name), 90, "the domain back to 0")
     assert pool.queue(name, cluster) == []
 

@@ -169,6 +169,10 @@ def test_job_grows_the_domain_from_zero_and_it_returns_to_zero(spark_pool: Spark
     assert int(result["tasks"]) >= 200
     assert int(result["result"]) == expected_result(items)
     assert most >= 2, "the domain never grew past one worker"
+    reading = next(iter(spark_pool.store.get_state(name).readings.values()))
+    # the executors' finished tasks, kept after the application ended (wait_target's completion rate)
+    assert int(result["tasks"]) // 2 <= reading["completions"] <= int(result["tasks"])
+    assert reading["arrivals"] >= reading["completions"]
     decisions = spark_pool.store.events(name, 200, kind="decision")
     assert any("pending" in str(d.get("reason")) and (d.get("target") or 0) > 0 for d in decisions)
     # idle workers leave after the idle timeout: back to zero
