@@ -7,6 +7,7 @@ import collections
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,6 +120,7 @@ class Cluster:
             except ProcessLookupError:
                 pass
         self.server.stop()
+        shutil.rmtree(self.home, ignore_errors=True)  # (its logs are read before close)
 
     def processes(self) -> list[int]:
         """Every live process started for this cluster (its environment names the cluster's home)."""
