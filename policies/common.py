@@ -61,3 +61,11 @@ def recall(memory: Mapping[str, Any], owner: str) -> Mapping[str, Any]:
 def remember(owner: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` as memory tagged with its ``owner``, for :func:`recall` on the next tick."""
     return {MEMORY_OWNER: owner, **values}
+
+
+def split_backlog(busy: int, value: float, detail: Mapping[str, float], slots: float) -> tuple[float, float, float]:
+    """A backlog reading split into (backlog, ready, running): ``ready`` from the sensor's detail when it
+    gives it, else the backlog beyond what the busy workers' slots hold; both within [0, backlog]."""
+    backlog = max(0.0, float(value))
+    ready = min(backlog, max(0.0, float(detail.get("ready", backlog - busy * slots))))
+    return backlog, ready, backlog - ready

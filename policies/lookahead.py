@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from policies import primary
-from policies.common import ceil_, check_number, recall, remember
+from policies.common import ceil_, check_number, recall, remember, split_backlog
 from pool.core.model import Decision, DomainView, Reading
 
 #: Weight, in finished tasks, of the ``service_time`` prior before drains refine it.
@@ -74,10 +74,7 @@ class Lookahead:
         if reading is None or not reading.ok or reading.value is None:
             return Decision(view.intended, f"no backlog reading: hold {view.intended}")
         slots = self.slots_per_worker
-        backlog = max(0.0, float(reading.value))
-        ready = float(reading.detail.get("ready", backlog - view.busy * slots))
-        ready = min(backlog, max(0.0, ready))
-        running = backlog - ready
+        backlog, ready, running = split_backlog(view.busy, reading.value, reading.detail, slots)
         mem = recall(view.memory, "lookahead")
         t0, before, ready_before = mem.get("prev") or (now, backlog, ready)
         rose = backlog > before

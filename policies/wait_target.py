@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from policies import primary
-from policies.common import ceil_, check_number, recall, remember
+from policies.common import ceil_, check_number, recall, remember, split_backlog
 from pool.core.model import Decision, DomainView, Reading
 
 #: Weight, in finished tasks, of the ``service_time`` prior before completions refine it.
@@ -254,9 +254,7 @@ class WaitTarget:
         if reading is None or not reading.ok or reading.value is None:
             return Decision(view.intended, f"no backlog reading: hold {view.intended}")
         slots = self.slots_per_worker
-        backlog = max(0.0, float(reading.value))
-        ready = min(backlog, max(0.0, float(reading.detail.get("ready", backlog - view.busy * slots))))
-        running = backlog - ready
+        backlog, ready, running = split_backlog(view.busy, reading.value, reading.detail, slots)
         mem = recall(view.memory, OWNER)
         est = self._estimate(mem, reading.detail, backlog=backlog, ready=ready, running=running, now=now)
         boot = float(view.boot_seconds) if view.boot_seconds is not None else self.boot_time
