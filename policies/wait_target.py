@@ -39,6 +39,23 @@ LOOSE_PLAN = 0.85
 #: Standard errors of the measured arrival rate a tight target's stream is sized above it (its
 #: one-sided 95 % bound: an EWMA that dipped with the arrivals' luck must not take the headroom away).
 RATE_Z = 1.645
+#: Seasons a slice of the learned profile averages over at most (older ones fade: a running mean).
+SEASON_MEMORY = 8
+#: Weights of a slice and its neighbours when the profile is read (the counts of one slice are noisy).
+SEASON_KERNEL = ((-1, 1.0), (0, 2.0), (1, 1.0))
+#: Seconds over which the arrivals are compared with the profile to scale it to this season's level.
+LEVEL_WINDOW = 600.0
+#: Tasks of evidence the level starts from (it is 1, the profile as learned, until arrivals say more).
+LEVEL_PRIOR = 50.0
+#: Seconds of arrivals that can overrule the level: outside their two-sigma band the season broke
+#: (or surged), and the profile is scaled to what they show instead.
+SHORT_WINDOW = 60.0
+#: Seconds over which a mean target's realized wait is measured (Little's law) and corrected for.
+CALIBRATION_WINDOW = 3600.0
+#: Tasks that must have arrived in that window before the correction moves.
+CALIBRATION_EVIDENCE = 30.0
+#: Least and most the target the stream is sized for may be scaled by the correction.
+CALIBRATION_RANGE = (0.25, 10.0)
 
 
 def erlang_c(servers: int, load: float) -> float:
@@ -175,19 +192,36 @@ class WaitTarget:
     Starts within a window come from a fluid picture: a joined worker starts ``window /
     service`` tasks per slot; a new one, up after a boot, ``1 + (window - boot) / service -
     0.5``. While tasks wait the backlog's need is held at its highest (launches under way are
-    not cancelled). The target is the larger need, so the pool scales in only to what still
-    meets the target; idle workers then go at once (``scaling_defaults``).
+    not cancelled). The target is the larger need, and never fewer than the busy workers (a busy
+    worker asked to drain stops taking the queue's tasks and is paid for until its task ends
+    anyway), so the pool scales in only to what still meets the target; idle workers then go at
+    once (``scaling_defaults``).
+
+    A **mean** target is corrected by what it achieves: the realized mean wait over the last hour
+    (Little's law: the time-averaged waiting tasks over the tasks that arrived, once 30 have) is
+    compared with the target, and the log of the factor the sizing's target is scaled by moves by
+    ``log(target / realized) × dt / 3600`` (within 1/4 and 10): the queueing model holds for a
+    stationary stream, a pool whose workers lag a changing one meets a mean with less headroom.
 
     **Seasonality** (``seasonality: daily`` or ``weekly``; off by default): the arrivals of each
-    of ``season_bins`` slices of the season are learned (per slice, the running mean of its
-    seasons, kept in memory, which the manager keeps in the store). The stream is sized for the
-    larger of the current rate and the learned rate one boot time ahead, scaled down by how the
-    current rate runs below the profile now (a season that broke forecasts nothing), so workers
-    are up when a rise comes. ``season_period`` (seconds) replaces the season's length.
+    of ``season_bins`` slices of the season are learned as a running mean of the last 8 seasons
+    (kept in memory, which the manager keeps in the store). Once every slice has been seen, the
+    forecast stands in for the measured rate: the profile (each slice read with its neighbours,
+    weights 1-2-1) at its highest over the next boot time, scaled by this season's level (arrived
+    over expected tasks of the last 10 minutes, with 50 tasks of prior at 1; the arrivals of the
+    last minute overrule it when they fall outside their two-sigma band: a season that broke, or
+    surged, is followed within a minute or two). The stream is then sized by the stationary
+    sizing alone (a forecast needs no reaction, its error is the level's), and the backlog
+    launches only for tasks beyond those the target lets wait (``rate × wait`` by Little's law,
+    plus two sigma). ``season_period`` (seconds) replaces the season's length.
 
     Memory: ``prev`` (time, backlog, ready, arrivals and completions counters), ``raw_rate``
-    (the EWMA) and ``since`` (its first tick), ``work``, ``done``, ``peak`` (the backlog's held need), ``streams`` (recent [time, need]
-    pairs), ``season`` (``rates`` per slice, the current ``slice`` and its ``count``).
+    (the EWMA) and ``since`` (its first tick), ``work``, ``done``, ``peak`` (the backlog's held
+    need), ``streams`` (recent [time, need] pairs), ``calibration`` (a mean target's decayed
+    ``waited`` task-seconds and ``arrived`` tasks, and the factor's ``log``), ``season``
+    (``rates`` and seasons seen ``n`` per slice, the current ``slice``, its ``count``, the
+    level's ``long`` and ``short`` [arrived, expected] sums). :meth:`learned` is what outlasts a
+    run: the profile and the correction.
 
     Parameters:
         p95_wait: seconds 95 % of tasks may wait at most (> 0).
@@ -235,6 +269,20 @@ class WaitTarget:
                 or not 2 <= self.season_bins <= 1000:
             raise ValueError(f"season_bins must be a whole number from 2 to 1000, got {self.season_bins!r}")
 
+    @staticmethod
+    def learned(memory: Mapping[str, Any]) -> dict[str, Any]:
+        """What of a domain's memory outlasts the run that learned it: the season's profile and a mean
+        target's correction (the counters and rates of the moment start afresh). Memory for
+        ``Simulation(memory=...)`` of a later day, as the store keeps it for a domain that runs on."""
+        mem = recall(memory, OWNER)
+        season, calibration = mem.get("season"), mem.get("calibration")
+        out: dict[str, Any] = {}
+        if isinstance(season, Mapping) and "rates" in season and "n" in season:
+            out["season"] = {"rates": list(season["rates"]), "n": list(season["n"])}
+        if isinstance(calibration, Mapping) and "log" in calibration:
+            out["calibration"] = {"log": float(calibration["log"])}
+        return remember(OWNER, out) if out else {}
+
     @property
     def wait(self) -> float:
         return float(self.p95_wait if self.p95_wait is not None else self.mean_wait)  # type: ignore[arg-type]
@@ -258,40 +306,77 @@ class WaitTarget:
         mem = recall(view.memory, OWNER)
         est = self._estimate(mem, reading.detail, backlog=backlog, ready=ready, running=running, now=now)
         boot = float(view.boot_seconds) if view.boot_seconds is not None else self.boot_time
-        season, ahead = self._season(mem.get("season"), est["arrived"], rate=est["rate"], now=now, boot=boot)
-        rate, service = est["rate"], est["service"]
-        spread = rate_error(rate, seen=now - est["since"], window=max(self.rate_window, self.wait))
-        stream, drain, loose = self._needs(view, ready=ready, running=running, rate=rate, ahead=ahead,
-                                           service=service, boot=boot, spread=spread)
+        season, ahead, evidence = self._season(mem.get("season"), est["arrived"], now=now, boot=boot)
+        trusted = evidence > 0  # a whole season learned: its forecast stands in for the measured rate
+        rate, service = (ahead if trusted else est["rate"]), est["service"]
+        spread = rate / math.sqrt(evidence) if trusted else \
+            rate_error(rate, seen=now - est["since"], window=max(self.rate_window, self.wait))
+        calibration = self._calibrate(mem.get("calibration"), ready=ready, arrived=est["arrived"], dt=est["dt"])
+        wait = self.wait * calibration["factor"]
+        stream, drain, loose = self._needs(view, ready=ready, running=running, rate=rate, service=service,
+                                           boot=boot, spread=spread, wait=wait, trusted=trusted)
         peak = max(drain, int(mem.get("peak", 0))) if ready > 0 else 0  # launches under way are kept
         streams = [p for p in mem.get("streams") or [] if now - p[0] < boot and p[1] > stream] if not loose else []
         streams.append([now, stream])  # a rate-sized stream holds its need for a boot time (not the busy count)
-        target = max(peak, max(p[1] for p in streams))
-        inputs: dict[str, Any] = {"ready": ready, "running": running, "arrival_rate": rate, "service_time": service,
-                                  "boot_time": boot, "rate_error": spread, "stream": stream, "drain": drain, "forecast_rate": ahead}
+        # never below the busy workers: one asked to drain would stop taking the queue's tasks, and it
+        # is paid for until its task ends either way (an idle one still goes at once)
+        target = max(peak, max(p[1] for p in streams), ceil_(running / slots))
+        inputs: dict[str, Any] = {"ready": ready, "running": running, "arrival_rate": est["rate"],
+                                  "service_time": service, "boot_time": boot, "rate_error": spread, "stream": stream,
+                                  "drain": drain, "forecast_rate": ahead, "sized_wait": wait,
+                                  "realized_wait": calibration.get("realized")}
         memory = remember(OWNER, {"prev": est["prev"], "raw_rate": est["raw_rate"], "since": est["since"],
-                                  "work": est["work"], "done": est["done"],
-                                  "peak": peak, "streams": streams, **({"season": season} if season is not None else {})})
-        why = (f"{ready:g} waiting, {running:g} running, {rate:.3g}/s arriving, service {service:.3g}s, boot "
-               f"{boot:.3g}s: backlog needs {drain}, stream needs {stream} for {self.kind} wait {self.wait:g}s")
+                                  "work": est["work"], "done": est["done"], "peak": peak, "streams": streams,
+                                  "calibration": calibration["memory"],
+                                  **({"season": season} if season is not None else {})})
+        source = f"{ahead:.3g}/s forecast" if trusted else f"{rate:.3g}/s arriving"
+        why = (f"{ready:g} waiting, {running:g} running, {source}, service {service:.3g}s, boot {boot:.3g}s: "
+               f"backlog needs {drain}, stream needs {stream} for {self.kind} wait {self.wait:g}s"
+               + (f" (sized for {wait:.3g}s)" if wait != self.wait else ""))
         return Decision(target, f"{why} -> {target}", inputs, memory)
 
-    def _needs(self, view: DomainView, *, ready: float, running: float, rate: float, ahead: float, service: float,
-               boot: float, spread: float) -> tuple[int, int, bool]:
+    def _needs(self, view: DomainView, *, ready: float, running: float, rate: float, service: float, boot: float,
+               spread: float, wait: float, trusted: bool) -> tuple[int, int, bool]:
         """Workers the stream and the backlog need, and whether the target is loose (see the class doc)."""
-        slots = self.slots_per_worker
-        deadline = self.wait if self.kind == "p95" else max(self.wait, 2 * self.wait - boot)
+        slots, limit = self.slots_per_worker, max(1, math.ceil(view.max_size * self.slots_per_worker))
+        deadline = wait if self.kind == "p95" else max(wait, 2 * wait - boot)
         loose = deadline > boot + service
         if loose:
-            stream = ceil_((max(rate, ahead) * service if ready > 0 else running) / slots)
+            stream = ceil_((rate * service if ready > 0 else running) / slots)
+        elif trusted:  # a forecast needs no reaction: the stationary sizing only
+            bound = rate + (RATE_Z * spread if self.kind == "p95" else 0.0)
+            stream = ceil_(steady_slots(rate=bound, service=service, target=wait, kind=self.kind, limit=limit) / slots)
         else:
-            need = stream_slots(rate=max(rate, ahead), spread=spread, service=service, target=self.wait,
-                                kind=self.kind, boot=boot, limit=max(1, math.ceil(view.max_size * slots)))
-            stream = ceil_(need / slots)
+            stream = ceil_(stream_slots(rate=rate, spread=spread, service=service, target=wait, kind=self.kind,
+                                        boot=boot, limit=limit) / slots)
+        if trusted and not loose:  # only a backlog beyond what the target lets wait (Little's law) is late
+            allowed = rate * wait
+            ready = max(0.0, ready - allowed - 2.0 * math.sqrt(allowed))
         drain = backlog_workers(ready=ready, rate=0.0 if loose else rate, service=service,
                                 deadline=deadline * LOOSE_PLAN if loose else deadline, boot=boot,
                                 joined=view.joined, slots=slots)
         return stream, drain, loose
+
+    def _calibrate(self, cal: Any, *, ready: float, arrived: float, dt: float) -> dict[str, Any]:
+        """A mean target's correction: the realized mean wait over the last hour (Little's law: the
+        time-averaged waiting tasks over the arrivals) against the target, integrated in the log of the
+        factor the target is sized for, an hour's time constant, within :data:`CALIBRATION_RANGE`."""
+        cal = cal if isinstance(cal, Mapping) else {}
+        waited, came, log = (float(cal.get(k, 0.0)) for k in ("waited", "arrived", "log"))
+        out: dict[str, Any] = {"factor": math.exp(log)}
+        if self.kind != "mean":
+            return {**out, "factor": 1.0, "memory": {}}
+        if dt > 0:
+            keep = math.exp(-dt / CALIBRATION_WINDOW)
+            waited, came = waited * keep + ready * dt, came * keep + arrived
+            if came >= CALIBRATION_EVIDENCE:
+                out["realized"] = realized = waited / came
+                step = dt / CALIBRATION_WINDOW * math.log(self.wait / max(realized, self.wait / 10))
+                low, high = (math.log(x) for x in CALIBRATION_RANGE)
+                log = min(high, max(low, log + step))
+        out["factor"] = math.exp(log)
+        out["memory"] = {"waited": waited, "arrived": came, "log": log}
+        return out
 
     def _estimate(self, mem: Mapping[str, Any], detail: Mapping[str, float], *, backlog: float, ready: float,
                   running: float, now: float) -> dict[str, Any]:
@@ -326,32 +411,68 @@ class WaitTarget:
         rate = raw / seen if seen > 0 else raw
         prev = [now, backlog, ready, counted.get("arrivals"), counted.get("completions")]
         return {"rate": rate, "raw_rate": raw, "since": since, "service": service, "work": work, "done": done,
-                "arrived": arrived, "prev": prev}
+                "arrived": arrived, "prev": prev, "dt": max(0.0, dt)}
 
-    def _season(self, season: Any, arrived: float, *, rate: float, now: float,
-                boot: float) -> tuple[dict[str, Any] | None, float]:
-        """The learned arrival profile with this tick's arrivals added, and its rate one boot time ahead."""
+    def _season(self, season: Any, arrived: float, *, now: float,
+                boot: float) -> tuple[dict[str, Any] | None, float, float]:
+        """The learned profile with this tick's arrivals added; its forecast (the highest rate over the
+        next boot time, scaled to this season's level) and the tasks of evidence behind that level, or
+        0 for both until every slice has been seen once."""
         period = self.period
         if period is None:
-            return None, 0.0
+            return None, 0.0, 0.0
+        season = self._learn(season, arrived, now=now, period=period)
+        if min(season["n"]) < 1:
+            return season, 0.0, 0.0
         width = period / self.season_bins
+        level, evidence = self._level(season)
+        steps = max(1, math.ceil(boot / (width / 2)))
+        ahead = max(self._profile(season["rates"], now + k * boot / steps, period) for k in range(steps + 1))
+        return season, ahead * level, evidence
+
+    def _learn(self, season: Any, arrived: float, *, now: float, period: float) -> dict[str, Any]:
+        """Add a tick's arrivals: a finished slice joins its running mean (at most :data:`SEASON_MEMORY`
+        seasons); the level's long and short sums of arrived and expected tasks decay and grow."""
+        bins = self.season_bins
+        width = period / bins
         where = int(now % period // width)
         season = dict(season) if isinstance(season, Mapping) else {}
-        rates = list(season.get("rates") or [None] * self.season_bins)
-        if len(rates) != self.season_bins:
-            rates = [None] * self.season_bins
+        rates, seen = list(season.get("rates") or []), list(season.get("n") or [])
+        if len(rates) != bins or len(seen) != bins:
+            rates, seen = [0.0] * bins, [0] * bins
         current, count = season.get("slice", where), float(season.get("count", 0.0))
-        if current != where:  # the slice is over: blend its rate into the profile
-            seen = count / width
-            old = rates[current] if isinstance(current, int) and 0 <= current < len(rates) else None
-            if isinstance(current, int) and 0 <= current < len(rates):
-                rates[current] = seen if old is None else (old + seen) / 2
+        if current != where:
+            if isinstance(current, int) and 0 <= current < bins:  # the slice is over: into its running mean
+                seen[current] = min(SEASON_MEMORY, int(seen[current]) + 1)
+                rates[current] += (count / width - float(rates[current])) / seen[current]
             count = 0.0
-        count += arrived
-        upcoming = [rates[int((now + boot + k * width) % period // width)] for k in (0, 1)]
-        known = [r for r in upcoming if r is not None]
-        ahead = sum(known) / len(known) if known else 0.0
-        expected_now = rates[where]
-        if expected_now:  # the profile scaled by how this season runs against it (a season that broke: none)
-            ahead *= min(1.0, rate / expected_now)
-        return {"rates": rates, "slice": where, "count": count}, float(ahead)
+        dt = max(0.0, now - float(season.get("t", now)))
+        learned = min(seen) >= 1  # the level compares arrivals with a whole profile only
+        expected = self._profile(rates, now, period) * dt if learned else 0.0
+        sums = {}
+        for name, window in (("long", LEVEL_WINDOW), ("short", SHORT_WINDOW)):
+            keep = math.exp(-dt / window)
+            old = season.get(name) or [0.0, 0.0]
+            sums[name] = [float(old[0]) * keep + (arrived if learned else 0.0), float(old[1]) * keep + expected]
+        return {"rates": rates, "n": seen, "slice": where, "count": count + arrived, "t": now, **sums}
+
+    def _profile(self, rates: list[float], t: float, period: float) -> float:
+        """The learned rate at ``t``: its slice and the neighbours, weighted by :data:`SEASON_KERNEL`."""
+        bins = len(rates)
+        j = int(t % period // (period / bins))
+        return sum(w * float(rates[(j + d) % bins]) for d, w in SEASON_KERNEL) / sum(w for _, w in SEASON_KERNEL)
+
+    @staticmethod
+    def _level(season: Mapping[str, Any]) -> tuple[float, float]:
+        """This season against the profile: arrived over expected tasks of the last ``LEVEL_WINDOW``
+        seconds (with :data:`LEVEL_PRIOR` tasks at 1), unless the last ``SHORT_WINDOW`` seconds fall
+        outside their two-sigma band of it (the season broke or surged: their own ratio); and the tasks
+        of evidence behind it."""
+        (came, expected), (came_short, expected_short) = season["long"], season["short"]
+        level = (came + LEVEL_PRIOR) / (expected + LEVEL_PRIOR)
+        evidence = came + LEVEL_PRIOR
+        if expected_short >= 5.0:  # fewer expected tasks say too little to overrule the level
+            band = 2.0 * math.sqrt(came_short)
+            if not (came_short - band) / expected_short <= level <= (came_short + band + 2.0) / expected_short:
+                level, evidence = (came_short + 0.5) / expected_short, came_short + 0.5
+        return level, evidence

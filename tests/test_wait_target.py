@@ -11,7 +11,10 @@ import pytest
 
 from policies import load_policy
 from policies.wait_target import (
+    CALIBRATION_RANGE,
     RATE_Z,
+    SEASON_MEMORY,
+    SHORT_WINDOW,
     WaitTarget,
     backlog_workers,
     erlang_c,
@@ -225,6 +228,126 @@ def test_seasonality_launches_ahead_of_a_learned_rise() -> None:
     assert seasonal[before_rise].target > 2 * plain[before_rise].target
     assert plain[before_rise].inputs["forecast_rate"] == 0.0
     assert len(seasonal[-1].memory["season"]["rates"]) == bins
+
+
+def test_the_busy_workers_are_a_floor_a_falling_rate_does_not_drain_them() -> None:
+    # 40 workers busy, the arrivals stopped long ago: the stream needs nothing, yet a worker asked to
+    # drain would stop taking the queue's tasks; the busy ones stay until they are idle
+    policy = WaitTarget(p95_wait=10)
+    decision, memory = steady(policy, joined=40, rate=0.01, service=60.0, seconds=600)
+    later = policy.decide(view(joined=40, busy=40, boot=40.0, memory=memory), queue(3, 40, 700.0, 6.0, 6.0), 700.0)
+    assert later.inputs["stream"] < 40 and later.target >= 40
+
+
+def calibrated(policy: WaitTarget, *, ready: float, seconds: int) -> Any:
+    """A mean-target policy fed 1 task/s with ``ready`` tasks always waiting, one tick a second."""
+    decision, memory = None, None
+    for t in range(seconds + 1):
+        decision = policy.decide(view(joined=70, busy=60, boot=40.0, memory=memory),
+                                 queue(ready, 60, float(t), arrivals=float(t), completions=float(t)), float(t))
+        memory = decision.memory
+    return decision
+
+
+def test_a_mean_target_is_corrected_by_the_realized_wait_within_bounds() -> None:
+    # nothing ever waits: the realized mean (Little's law: waiting tasks over arrivals) is 0, below the
+    # 5 s target, so the stream is sized for a longer wait, by at most CALIBRATION_RANGE[1]
+    hour = calibrated(WaitTarget(mean_wait=5), ready=0, seconds=3600)
+    assert hour.inputs["realized_wait"] == 0.0 and hour.inputs["sized_wait"] > 5.0
+    day = calibrated(WaitTarget(mean_wait=5), ready=0, seconds=8 * 3600)
+    assert day.inputs["sized_wait"] == pytest.approx(5.0 * CALIBRATION_RANGE[1])
+    # 20 tasks always wait at 1 task/s: 20 s realized against 5 s: sized for less, at least the low bound
+    slow = calibrated(WaitTarget(mean_wait=5), ready=20, seconds=3 * 3600)
+    assert slow.inputs["realized_wait"] == pytest.approx(20.0, rel=0.01)
+    assert 5.0 * CALIBRATION_RANGE[0] <= slow.inputs["sized_wait"] < 5.0
+    # fewer than 30 arrivals say nothing yet; a p95 target is never corrected
+    early = calibrated(WaitTarget(mean_wait=5), ready=0, seconds=20)
+    assert early.inputs["sized_wait"] == 5.0 and early.inputs["realized_wait"] is None
+    assert calibrated(WaitTarget(p95_wait=5), ready=0, seconds=3600).inputs["sized_wait"] == 5.0
+
+
+def seasons(policy: WaitTarget, rate_at: Any, *, start: int, seconds: int, memory: Any = None,
+            arrived: float = 0.0) -> tuple[list[Any], Any, float]:
+    """Feed arrivals at ``rate_at(t)`` per second from ``start`` for ``seconds``, one tick a second."""
+    out = []
+    for t in range(start, start + seconds):
+        arrived += rate_at(t)
+        d = policy.decide(view(joined=30, busy=5, boot=40.0, memory=memory),
+                          queue(0, 5, float(t), arrivals=arrived, completions=arrived), float(t))
+        memory = d.memory
+        out.append(d)
+    return out, memory, arrived
+
+
+def test_the_profile_is_a_running_mean_of_the_seasons_and_forecasts_once_each_slice_is_seen() -> None:
+    period, bins = 400.0, 4  # slices of 100 s
+    policy = WaitTarget(p95_wait=10, season_period=period, season_bins=bins)
+    out, memory, n = seasons(policy, lambda t: 1.0, start=0, seconds=390)
+    assert all(d.inputs["forecast_rate"] == 0.0 for d in out)  # the last slice is not over: no forecast yet
+    half = lambda t: 1.0 if t < period else 0.5  # noqa: E731  the second season at half the rate
+    out, memory, n = seasons(policy, half, start=390, seconds=11, memory=memory, arrived=n)
+    assert out[-1].memory["season"]["n"] == [1, 1, 1, 1] and out[-1].inputs["forecast_rate"] > 0
+    # each slice's running mean of the two seasons is 0.75
+    out, memory, n = seasons(policy, half, start=401, seconds=400, memory=memory, arrived=n)
+    rates, seen = out[-1].memory["season"]["rates"], out[-1].memory["season"]["n"]
+    assert seen == [2, 2, 2, 2] and rates == pytest.approx([0.75] * 4, rel=0.02)
+    # the mean runs over SEASON_MEMORY seasons at most: old ones fade
+    out, memory, n = seasons(policy, lambda t: 0.5, start=801, seconds=int(period) * (SEASON_MEMORY + 2),
+                             memory=memory, arrived=n)
+    assert max(out[-1].memory["season"]["n"]) == SEASON_MEMORY
+    # twelve seasons: the mean of the first SEASON_MEMORY (one at 1.0, the rest 0.5), then each later one
+    # weighs 1 / SEASON_MEMORY
+    faded = 0.5 + 0.5 / SEASON_MEMORY * (1 - 1 / SEASON_MEMORY) ** (12 - SEASON_MEMORY)
+    assert out[-1].memory["season"]["rates"] == pytest.approx([faded] * 4, rel=0.01)
+
+
+def test_a_season_that_breaks_forecasts_what_arrives_within_a_short_window() -> None:
+    period, bins = 400.0, 8
+    policy = WaitTarget(p95_wait=10, season_period=period, season_bins=bins)
+    out, memory, n = seasons(policy, lambda t: 1.0, start=0, seconds=3 * int(period))
+    assert out[-1].inputs["forecast_rate"] == pytest.approx(1.0, rel=0.1)
+    # the arrivals stop: the forecast follows the short window's decaying count down (e^-1 of the
+    # profile a window later, under 5 % after four), not the ten-minute level, and the target with it
+    quiet, memory, n = seasons(policy, lambda t: 0.0, start=1200, seconds=4 * int(SHORT_WINDOW), memory=memory,
+                               arrived=n)
+    assert quiet[int(SHORT_WINDOW)].inputs["forecast_rate"] < 0.45
+    assert quiet[-1].inputs["forecast_rate"] < 0.05 and quiet[-1].target < out[-1].target
+    # they surge to four times the profile: the forecast follows them up as fast
+    surge, memory, n = seasons(policy, lambda t: 4.0, start=1440, seconds=2 * int(SHORT_WINDOW), memory=memory,
+                               arrived=n)
+    assert surge[-1].inputs["forecast_rate"] > 3.0
+
+
+def test_a_forecast_launches_only_for_a_backlog_beyond_what_the_target_lets_wait() -> None:
+    period, bins = 400.0, 4
+    policy = WaitTarget(mean_wait=10, season_period=period, season_bins=bins)
+    out, memory, n = seasons(policy, lambda t: 1.0, start=0, seconds=3 * int(period))
+    t = 3 * period
+    # 1 task/s and a 10 s mean: about 10 may wait at any time; 12 waiting is no reason to launch
+    small = policy.decide(view(joined=30, busy=30, boot=40.0, memory=memory),
+                          queue(12, 30, t, arrivals=n + 1, completions=n), t)
+    assert small.inputs["drain"] == 0
+    large = policy.decide(view(joined=30, busy=30, boot=40.0, memory=memory),
+                          queue(120, 30, t, arrivals=n + 1, completions=n), t)
+    assert large.inputs["drain"] > 0
+
+
+def test_what_a_day_learned_carries_to_the_next_through_the_simulator() -> None:
+    params = {"mean_wait": 10, "season_period": 600.0, "season_bins": 6}
+    day = poisson(n=1300, rate=1.0, seed=7)  # 1300 s: two seasons of 600 s
+    first = Simulation(day, PolicyChoice("wt", "wait_target", params), profile="ec2", seed=1)
+    first.run()
+    learned = WaitTarget.learned(first.store.get_state(DOMAIN).policy_memory)
+    assert set(learned) == {"policy", "season", "calibration"} and set(learned["season"]) == {"rates", "n"}
+    assert min(learned["season"]["n"]) >= 1
+    assert WaitTarget.learned({"policy": "queue_depth", "season": learned["season"]}) == {}  # not its memory
+    second = Simulation(day, PolicyChoice("wt", "wait_target", params), profile="ec2", seed=1, memory=learned)
+    second.run()
+    forecasts = [e["inputs"]["forecast_rate"] for e in second.store.events(DOMAIN, count=5000, kind="decision")]
+    cold = [e["inputs"]["forecast_rate"] for e in first.store.events(DOMAIN, count=5000, kind="decision")]
+    assert forecasts and cold
+    # the events come newest first: the second day forecasts from its first decision, the first could not
+    assert forecasts[-1] > 0.5 and cold[-1] == 0.0
 
 
 # ---------------------------------------------------------------------------

@@ -164,7 +164,10 @@ class Simulation:
 
     def __init__(self, tasks: Sequence[Task], choice: PolicyChoice, *, profile: SimCloudProfile | str = "ec2",
                  seed: int = 0, tick: float = 1.0, tail: float = 900.0, horizon: float | None = None,
-                 base: Mapping[str, Any] | None = None, scaling: Mapping[str, Any] | None = None) -> None:
+                 base: Mapping[str, Any] | None = None, scaling: Mapping[str, Any] | None = None,
+                 memory: Mapping[str, Any] | None = None) -> None:
+        """``memory``: the policy memory the domain starts with, as the store would hold it after
+        earlier runs (a learned season, say); none by default."""
         if not tasks:
             raise SimulationError("the trace has no tasks")
         if tick <= 0:
@@ -192,6 +195,10 @@ class Simulation:
                                clock=self.clock, manager_id=f"simulator-{self.queue_name}",
                                sensor_factory=simqueue.attach({self.queue_name: self}))
         self.store.put_domain(self.spec)
+        if memory:
+            state = self.store.get_state(DOMAIN)
+            state.policy_memory = dict(memory)
+            self.store.put_state(DOMAIN, state)
         # task and worker state
         self.start = [math.nan] * self.n
         self.end = [math.nan] * self.n
