@@ -213,10 +213,15 @@ class CeleryQueueSensor:
             return ready, least, detail
         reported, counters = self._management_unacked()  # lags by the statistics interval
         detail["unacked_reported"] = reported
-        detail.update(counters)
         unacked = max(reported, least)
         if most is not None:
             unacked = min(unacked, most)
+        if "completions" in counters:
+            # a publisher that closes its channel within a statistics interval may never have its
+            # publishes counted (a script that sends tasks and exits); every acknowledged or queued
+            # message arrived, so that sum is a floor under the publish count
+            counters["arrivals"] = max(counters.get("arrivals", 0.0), counters["completions"] + ready + unacked)
+        detail.update(counters)
         return ready, unacked, detail
 
     def _management_unacked(self) -> tuple[int, dict[str, float]]:
