@@ -90,7 +90,11 @@ def _clairvoyant_run() -> dict[str, Any]:
     policy_registry.aliases[CLAIRVOYANT] = f"{__name__}:Clairvoyant"  # this process only
     sim = Simulation(trace(SEASON_TRACE), PolicyChoice(CLAIRVOYANT, CLAIRVOYANT, clairvoyant_params()),
                      profile=parse_profile(PROFILE), seed=SEED)
-    r = sim.run()
+    return _metrics(sim.run())
+
+
+def _metrics(r: Mapping[str, Any]) -> dict[str, Any]:
+    """A simulation's results under this benchmark's names."""
     return {"worker_hours": r["worker_hours"], "mean_wait_s": r["mean_wait"], "p95_wait_s": r["p95_wait"],
             "launches": r["launches"]}
 
@@ -109,9 +113,7 @@ def _with_history(params: dict[str, Any]) -> dict[str, Any]:
     warm.run()
     learned = WaitTarget.learned(warm.store.get_state(DOMAIN).policy_memory)
     sim = Simulation(trace(SEASON_TRACE), choice, profile=parse_profile(PROFILE), seed=SEED, memory=learned)
-    r = sim.run()
-    return {"worker_hours": r["worker_hours"], "mean_wait_s": r["mean_wait"], "p95_wait_s": r["p95_wait"],
-            "launches": r["launches"], "learned": sorted(k for k in learned if k != "policy")}
+    return {**_metrics(sim.run()), "learned": sorted(k for k in learned if k != "policy")}
 
 
 def ours(target: float) -> Choice:

@@ -361,11 +361,11 @@ class WaitTarget:
         """A mean target's correction: the realized mean wait over the last hour (Little's law: the
         time-averaged waiting tasks over the arrivals) against the target, integrated in the log of the
         factor the target is sized for, an hour's time constant, within :data:`CALIBRATION_RANGE`."""
+        if self.kind != "mean":
+            return {"factor": 1.0, "memory": {}}
         cal = cal if isinstance(cal, Mapping) else {}
         waited, came, log = (float(cal.get(k, 0.0)) for k in ("waited", "arrived", "log"))
-        out: dict[str, Any] = {"factor": math.exp(log)}
-        if self.kind != "mean":
-            return {**out, "factor": 1.0, "memory": {}}
+        out: dict[str, Any] = {}
         if dt > 0:
             keep = math.exp(-dt / CALIBRATION_WINDOW)
             waited, came = waited * keep + ready * dt, came * keep + arrived

@@ -219,8 +219,9 @@ class CeleryQueueSensor:
         if "completions" in counters:
             # a publisher that closes its channel within a statistics interval may never have its
             # publishes counted (a script that sends tasks and exits); every acknowledged or queued
-            # message arrived, so that sum is a floor under the publish count
-            counters["arrivals"] = max(counters.get("arrivals", 0.0), counters["completions"] + ready + unacked)
+            # message arrived, so that sum is a floor under the publish count (the unacked count of the
+            # same statistics as the acks: a message is in at most one of them)
+            counters["arrivals"] = max(counters.get("arrivals", 0.0), counters["completions"] + ready + reported)
         detail.update(counters)
         return ready, unacked, detail
 
